@@ -1,0 +1,212 @@
+"""The command line: ``moderation run | validate``, a thin layer over :mod:`moderation.api`.
+
+Exit status: ``0`` success, ``1`` the data failed (``validate`` found invalid
+examples), ``2`` usage, configuration or input error, ``3`` an internal error (a bug),
+``130`` interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from moderation._terminal import ProgressReporter, print_summary, stderr_console
+from moderation._version import __version__
+from moderation.api import resolve_policy, screen
+from moderation.errors import InvariantError, ModerationError
+from moderation.reader import DEFAULT_MAX_LINE_BYTES, ReadStats, check_inputs, read_examples
+from moderation.tokens import token_method
+from moderation.validate import validate
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="moderation",
+        description="Screen training datasets (JSONL) with a moderation classifier and an"
+        " LLM policy check, before you train on them or upload them.",
+    )
+    parser.add_argument("--version", action="version", version=f"moderation {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="screen datasets and write clean / flagged / quarantine JSONL",
+        description="Screen INPUT files and write clean.jsonl, flagged.jsonl,"
+        " quarantine.jsonl, audit.jsonl and summary.json to --out.",
+    )
+    run.add_argument("inputs", nargs="+", metavar="INPUT", help="JSONL or .jsonl.gz files")
+    run.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
+    run.add_argument(
+        "--policy",
+        metavar="NAME|PATH",
+        help="built-in pack (default, offline) or a policy file; without it: 'default'"
+        " when OPENAI_API_KEY is set, else 'offline'",
+    )
+    run.add_argument(
+        "--concurrency", type=_positive, default=8, help="batches in flight (default 8)"
+    )
+    run.add_argument(
+        "--batch-size", type=_positive, default=64, help="examples per batch (default 64)"
+    )
+    run.add_argument(
+        "--max-line-bytes",
+        type=_positive,
+        default=DEFAULT_MAX_LINE_BYTES,
+        help=f"quarantine longer lines unread (default {DEFAULT_MAX_LINE_BYTES})",
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress and no table")
+
+    check = commands.add_parser(
+        "validate",
+        help="check the format of datasets offline, with token counts",
+        description="Check INPUT files against the fine-tuning formats, offline: no API"
+        " call. Exit 1 when any example is invalid.",
+    )
+    check.add_argument("inputs", nargs="+", metavar="INPUT")
+    check.add_argument("--format", choices=("text", "json"), default="text")
+    check.add_argument(
+        "--max-line-bytes", type=_positive, default=DEFAULT_MAX_LINE_BYTES, help=argparse.SUPPRESS
+    )
+    check.add_argument(
+        "--show", type=int, default=20, metavar="N", help="list the first N problems (default 20)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``moderation`` command."""
+    args = _parser().parse_args(argv)
+    console = stderr_console()
+    try:
+        if args.command == "run":
+            return _run(args, console)
+        return _validate(args)
+    except KeyboardInterrupt:
+        console.print("[yellow]moderation: interrupted; no output was finished[/]")
+        return EXIT_INTERRUPTED
+    except InvariantError as exc:
+        console.print(f"[red]moderation: internal error: {exc}[/]")
+        return EXIT_BUG
+    except ModerationError as exc:
+        console.print(f"[red]moderation: error:[/] {exc}", markup=True, highlight=False)
+        return EXIT_USAGE
+
+
+def _run(args: argparse.Namespace, console: Any) -> int:
+    paths = check_inputs(args.inputs)
+    choice = resolve_policy(args.policy)
+    if choice.fallback:
+        console.print(f"[bold yellow]WARNING:[/] {choice.fallback}")
+    with ProgressReporter(paths, enabled=not args.quiet) as progress:
+        summary = asyncio.run(
+            screen(
+                paths,
+                out=args.out,
+                policy=choice,
+                concurrency=args.concurrency,
+                batch_size=args.batch_size,
+                max_line_bytes=args.max_line_bytes,
+                progress=progress,
+                allow_fallback=True,
+            )
+        )
+    if not args.quiet:
+        from rich.console import Console
+
+        print_summary(summary, Console(highlight=False), out=args.out)
+    if choice.fallback:
+        console.print(f"[bold yellow]WARNING:[/] {choice.fallback}")
+    return EXIT_OK
+
+
+def _validate(args: argparse.Namespace) -> int:
+    paths = check_inputs(args.inputs)
+    report: dict[str, Any] = {"files": {}, "token_method": token_method()}
+    invalid_total = 0
+    shown: list[dict[str, Any]] = []
+    for path in paths:
+        stats = ReadStats()
+        formats: Counter[str] = Counter()
+        problems: Counter[str] = Counter()
+        warnings: Counter[str] = Counter()
+        tokens = invalid = 0
+        for example in read_examples([path], stats=stats, max_line_bytes=args.max_line_bytes):
+            validate(example)
+            formats[example.format or "unrecognized"] += 1
+            tokens += example.tokens
+            problems.update({p.code for p in example.problems})
+            warnings.update({w.code for w in example.warnings})
+            if example.problems:
+                invalid += 1
+                if len(shown) < args.show:
+                    shown.append(
+                        {
+                            "source": example.source,
+                            "line": example.line,
+                            "codes": [p.code for p in example.problems],
+                        }
+                    )
+        invalid_total += invalid
+        report["files"][str(path)] = {
+            "examples": stats.examples,
+            "blank_lines": stats.blank_lines,
+            "valid": stats.examples - invalid,
+            "invalid": invalid,
+            "formats": dict(formats.most_common()),
+            "problems": dict(problems.most_common()),
+            "warnings": dict(warnings.most_common()),
+            "tokens": tokens,
+        }
+    report["problems_shown"] = shown
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        _print_validation(report)
+    return EXIT_FAILED if invalid_total else EXIT_OK
+
+
+def _print_validation(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    table = Table(title="moderation validate")
+    for column in ("file", "examples", "valid", "invalid", "formats", "tokens"):
+        table.add_column(column, justify="right" if column not in ("file", "formats") else "left")
+    for name, info in report["files"].items():
+        formats = ", ".join(f"{k} {v:,}" for k, v in info["formats"].items())
+        table.add_row(
+            name,
+            f"{info['examples']:,}",
+            f"{info['valid']:,}",
+            f"[red]{info['invalid']:,}" if info["invalid"] else "0",
+            formats,
+            f"{info['tokens']:,}",
+        )
+    console.print(table)
+    console.print(f"tokens counted by {report['token_method']}")
+    for name, info in report["files"].items():
+        for label in ("problems", "warnings"):
+            if info[label]:
+                items = ", ".join(f"{k} ×{v:,}" for k, v in info[label].items())
+                console.print(f"{name}: {label}: {items}")
+    for item in report["problems_shown"]:
+        console.print(f"  {item['source']}:{item['line']}: {', '.join(item['codes'])}")

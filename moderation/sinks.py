@@ -1,0 +1,131 @@
+"""Stage 6, **sinks**: the output directory, written so that nothing is half-written.
+
+Every file is written under a temporary name (``.NAME.partial``) and renamed into place
+only when the run completes, ``summary.json`` last: a directory holds a finished run
+exactly when it holds ``summary.json``. A run that is interrupted leaves only
+``.partial`` files, which the next run overwrites.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from moderation.errors import ConfigError
+from moderation.models import Example, ExampleResult, SegmentError, SegmentReport
+
+__all__ = ["OUTPUT_FILES", "OutputDir", "example_result"]
+
+OUTPUT_FILES = ("clean.jsonl", "flagged.jsonl", "quarantine.jsonl", "audit.jsonl", "summary.json")
+
+_JSON_OPTIONS = orjson.OPT_APPEND_NEWLINE
+
+
+def example_result(example: Example, *, include_example: bool = True) -> ExampleResult:
+    """The public record of one decided example."""
+    reports = []
+    for segment, result in zip(example.moderated, example.moderation, strict=False):
+        if isinstance(result, SegmentError):
+            reports.append(
+                SegmentReport(
+                    path=segment.path, role=segment.role, kind=segment.kind, error=result.code
+                )
+            )
+        else:
+            reports.append(
+                SegmentReport(
+                    path=segment.path,
+                    role=segment.role,
+                    kind=segment.kind,
+                    scores=result.scores,
+                    flagged=result.flagged,
+                )
+            )
+    payload: Any = None
+    if include_example:
+        if example.record is not None:
+            payload = example.record
+        elif example.raw:
+            payload = example.raw.decode("utf-8", "backslashreplace")
+    assert example.decision is not None, "route() must run before a result is built"
+    return ExampleResult(
+        source=example.source,
+        line=example.line,
+        hash=example.hash,
+        decision=example.decision,
+        reasons=example.reasons,
+        format=example.format,
+        tokens=example.tokens,
+        warnings=example.warnings,
+        moderation=reports,
+        verdict=example.verdict,
+        example=payload,
+    )
+
+
+class OutputDir:
+    """The three JSONL outputs plus the audit log, as temporary files until commit."""
+
+    def __init__(self, out: Path, *, inputs: list[Path] | None = None) -> None:
+        self.out = out
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"{out}: cannot create the output directory: {exc.strerror}"
+            ) from None
+        if inputs:
+            finals = {(out / name).resolve() for name in OUTPUT_FILES}
+            for path in inputs:
+                if path.resolve() in finals:
+                    raise ConfigError(f"{path}: refusing to write an output over an input")
+        # A finished-looking directory must not survive a run that does not finish.
+        (out / "summary.json").unlink(missing_ok=True)
+        self._handles: dict[str, IO[bytes]] = {}
+        for name in OUTPUT_FILES[:4]:
+            self._handles[name] = self._partial(name).open("wb", buffering=1 << 20)
+        self._clean = self._handles["clean.jsonl"]
+        self._flagged = self._handles["flagged.jsonl"]
+        self._quarantine = self._handles["quarantine.jsonl"]
+
+    def _partial(self, name: str) -> Path:
+        return self.out / f".{name}.partial"
+
+    @property
+    def audit_handle(self) -> IO[bytes]:
+        """Where the audit logger writes."""
+        return self._handles["audit.jsonl"]
+
+    def write(self, example: Example) -> None:
+        """Write one decided example to its file."""
+        if example.decision == "clean":
+            self._clean.write(example.raw)
+            self._clean.write(b"\n")
+            return
+        handle = self._flagged if example.decision == "flagged" else self._quarantine
+        record = example_result(example).model_dump(mode="json", exclude_none=False)
+        handle.write(orjson.dumps(record, option=_JSON_OPTIONS))
+
+    def commit(self, summary: dict[str, Any]) -> None:
+        """Flush, fsync and rename everything into place, ``summary.json`` last."""
+        for handle in self._handles.values():
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+        for name in OUTPUT_FILES[:4]:
+            os.replace(self._partial(name), self.out / name)
+        partial = self._partial("summary.json")
+        partial.write_bytes(
+            orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+        )
+        os.replace(partial, self.out / "summary.json")
+
+    def abort(self) -> None:
+        """Close and remove the temporary files: leave nothing that looks finished."""
+        for name, handle in self._handles.items():
+            if not handle.closed:
+                handle.close()
+            self._partial(name).unlink(missing_ok=True)
