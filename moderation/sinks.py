@@ -8,7 +8,9 @@ exactly when it holds ``summary.json``. A run that is interrupted leaves only
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,6 +24,7 @@ __all__ = ["OUTPUT_FILES", "OutputDir", "example_result"]
 OUTPUT_FILES = ("clean.jsonl", "flagged.jsonl", "quarantine.jsonl", "audit.jsonl", "summary.json")
 
 _JSON_OPTIONS = orjson.OPT_APPEND_NEWLINE
+_BIG_INT = re.compile(rb"[0-9]{19}")
 
 
 def example_result(example: Example, *, include_example: bool = True) -> ExampleResult:
@@ -47,7 +50,7 @@ def example_result(example: Example, *, include_example: bool = True) -> Example
     payload: Any = None
     if include_example:
         if example.record is not None:
-            payload = example.record
+            payload = _exact_record(example)
         elif example.raw:
             payload = example.raw.decode("utf-8", "backslashreplace")
     assert example.decision is not None, "route() must run before a result is built"
@@ -64,6 +67,14 @@ def example_result(example: Example, *, include_example: bool = True) -> Example
         verdict=example.verdict,
         example=payload,
     )
+
+
+def _exact_record(example: Example) -> Any:
+    """The record as written in the input. orjson reads integers past 64 bits as floats,
+    so records that hold one are parsed again, exactly, by the standard library."""
+    if _BIG_INT.search(example.raw) is None:
+        return example.record
+    return json.loads(example.raw.removeprefix(b"\xef\xbb\xbf"))
 
 
 class OutputDir:

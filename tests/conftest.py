@@ -1,0 +1,33 @@
+"""Shared fixtures. Tests never reach the internet: the OpenAI side runs against the
+fake server in ``fake_openai`` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+REPO = TESTS.parent
+FIXTURES = REPO / "fixtures"
+
+# The helpers in this folder (datagen, fake_openai) are imported as top-level modules.
+sys.path.insert(0, str(TESTS))
+
+
+@pytest.fixture(autouse=True)
+def _no_real_openai(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may pick up a developer's real key or endpoint by accident."""
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    return FIXTURES
+
+
+def pytest_report_header() -> str:
+    return f"moderation tests; CI={os.environ.get('CI', '')!r}"
