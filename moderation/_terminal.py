@@ -35,7 +35,7 @@ __all__ = ["ProgressReporter", "print_summary", "stderr_console"]
 
 def stderr_console() -> Console:
     """The console for progress and warnings (stdout stays for results)."""
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _interactive(stream: TextIO) -> bool:

@@ -16,10 +16,23 @@ import orjson
 
 Kind = Literal["clean", "flagged", "quarantine", "blank"]
 
+
+def _luhn_complete(prefix: str) -> str:
+    """``prefix`` plus the check digit that makes it pass the Luhn check."""
+    total = 0
+    for i, ch in enumerate(reversed(prefix)):
+        d = int(ch)
+        if i % 2 == 0:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return prefix + str((10 - total % 10) % 10)
+
+
 # AWS's documented example key id, split so scanners do not trip on this file.
 AWS_KEY = "AKIA" + "IOSFODNN7EXAMPLE"
-GITHUB_TOKEN = "ghp_" + "1234567890abcdefghijklmnopqrstuvwxyz"[:36]
-CARD = "4111 1111 1111 1111"  # the classic Visa test number (passes Luhn)
+GITHUB_TOKEN = "ghp_" + "Xk9mQ2vR7pL4wN8sT1yB5cZ3dF6gH0jK" + "aE2u"
+_CARD_DIGITS = _luhn_complete("453201511283036")
+CARD = " ".join(_CARD_DIGITS[i : i + 4] for i in range(0, 16, 4))  # a Luhn-valid Visa number
 OFFENSIVE = "you are a fucking idiot and a worthless piece of shit"
 
 _TOPICS = [
