@@ -154,13 +154,13 @@ def _exact_counter() -> _Counter | None:
         original = getattr(load, "read_file", None)
         try:
             if original is not None:
-                load.read_file = _refuse_download
+                setattr(load, "read_file", _refuse_download)  # noqa: B010
             encoding = tiktoken.get_encoding(name)
         except Exception:
             continue
         finally:
             if original is not None:
-                load.read_file = original
+                setattr(load, "read_file", original)  # noqa: B010
         encode = encoding.encode_ordinary
 
         def count(text: str, _encode: Callable[[str], list[int]] = encode) -> int:
@@ -251,8 +251,8 @@ def _messages_overhead(messages: object, count: Callable[[str], int]) -> int:
     total = 0
     for message in messages:
         total += MESSAGE_OVERHEAD
-        if not isinstance(message, dict):
-            continue
+        if not isinstance(message, dict) or (len(message) == 2 and "content" in message):
+            continue  # a valid message with two keys and content is just role and content
         name = message.get("name")
         if isinstance(name, str) and name:
             total += count(name) + NAME_OVERHEAD
