@@ -1,0 +1,65 @@
+"""Building the SDK client: ``AsyncOpenAI`` over the aiohttp transport, SDK retries off.
+
+The SDK reads ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` itself (OpenAI, Azure's
+OpenAI-compatible endpoint, vLLM, Ollama, a local fake); we only check that a key is
+there before anything is sent, so a policy that needs the API fails with a clear
+:class:`ConfigError` instead of a stack trace or a quarantined dataset.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import openai
+from openai import AsyncOpenAI, DefaultAioHttpClient
+
+from moderation.errors import ConfigError
+
+__all__ = ["DEFAULT_TIMEOUT", "build_client", "check_credentials"]
+
+DEFAULT_TIMEOUT = 60.0
+"""Seconds per HTTP attempt (connect, read and write each)."""
+
+
+def check_credentials(environ: Mapping[str, str] | None = None) -> None:
+    """Raise :class:`ConfigError` unless ``OPENAI_API_KEY`` is set (and not blank)."""
+    env = os.environ if environ is None else environ
+    if not env.get("OPENAI_API_KEY", "").strip():
+        raise ConfigError(
+            "OPENAI_API_KEY is not set, but the policy uses the OpenAI API. Set"
+            " OPENAI_API_KEY (and OPENAI_BASE_URL for an OpenAI-compatible server such as"
+            " Azure, vLLM or Ollama; any non-empty key for servers that need none), or use"
+            " the 'offline' policy."
+        )
+
+
+def build_client(
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    environ: Mapping[str, str] | None = None,
+) -> AsyncOpenAI:
+    """An ``AsyncOpenAI`` client for the providers: aiohttp transport, ``max_retries=0``
+    (our retry loop sees every 429), ``timeout`` seconds per attempt.
+
+    ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` come from ``environ`` (default: the
+    process environment). The caller owns the client and closes it (``await
+    client.close()``). Raises :class:`ConfigError` when no key is set.
+    """
+    check_credentials(environ)
+    # From the process environment the SDK reads the variables itself (and the others
+    # it knows, e.g. OPENAI_ORG_ID); an explicit mapping is passed through.
+    api_key = base_url = None
+    if environ is not None:
+        api_key = environ["OPENAI_API_KEY"].strip()
+        base_url = environ.get("OPENAI_BASE_URL") or None
+    try:
+        return AsyncOpenAI(
+            api_key=api_key,
+            base_url=base_url,
+            http_client=DefaultAioHttpClient(timeout=timeout),
+            max_retries=0,
+            timeout=timeout,
+        )
+    except openai.OpenAIError as exc:
+        raise ConfigError(f"cannot configure the OpenAI client: {exc}") from None
