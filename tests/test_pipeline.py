@@ -178,7 +178,7 @@ async def test_interrupted_run_leaves_nothing_that_looks_finished(tmp_path: Path
         screen(source, out=out, policy=policy(), moderator=moderator, batch_size=10)
     )
     if how == "cancel":
-        while moderator.stats.requests < 3:
+        while moderator.stats.requests < 3:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         run.cancel()
     with pytest.raises(ProviderFatalError if how == "crash" else asyncio.CancelledError):
