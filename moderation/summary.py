@@ -50,7 +50,9 @@ class Tally:
             raise InvariantError(f"{example.source}:{example.line}: no decision")
         self.tokens += example.tokens
         self.formats[example.format or "unrecognized"] += 1
-        if example.verdict is not None or example.grade_error is not None:
+        if example.verdict is not None or (
+            example.grade_error is not None and example.grade_error.code != "not_configured"
+        ):
             self.graded += 1
         # Each reason key and category counts once per example.
         self.reasons.update({r.key for r in example.reasons})

@@ -94,6 +94,7 @@ async def test_routing_table_of_design(tmp_path: Path) -> None:
     assert 9 in quarantine
     # Only escalated examples reached the grader.
     assert grader.stats.requests == 5
+    assert summary.graded == 5
 
 
 async def test_escalation_without_grader_is_quarantined(tmp_path: Path) -> None:
@@ -102,6 +103,7 @@ async def test_escalation_without_grader_is_quarantined(tmp_path: Path) -> None:
         source, out=tmp_path / "out", policy=policy(), moderator=KeywordModerator()
     )
     assert summary.counts.quarantine == 1
+    assert summary.graded == 0  # no grader was asked
     (record,) = _records(tmp_path / "out", "quarantine.jsonl")
     assert [r["code"] for r in record["reasons"]] == ["escalated", "not_configured"]
 
