@@ -20,6 +20,7 @@ from typing import IO, Any
 
 import orjson
 
+from moderation._formats import json_type
 from moderation.errors import InputError
 from moderation.models import Example, Reason
 
@@ -188,7 +189,7 @@ def parse_line(body: bytes) -> tuple[dict[str, Any] | None, Reason | None]:
         return None, Reason(
             stage="validate",
             code="not_an_object",
-            detail={"type": _json_type(value)},
+            detail={"type": json_type(value)},
         )
     return value, None
 
@@ -214,18 +215,6 @@ def _slow_parse(body: bytes) -> Any:
         if isinstance(exc, json.JSONDecodeError):
             detail["column"] = exc.colno
         return Reason(stage="validate", code="invalid_json", detail=detail)
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    return "null" if value is None else type(value).__name__
 
 
 def examples_from_records(
