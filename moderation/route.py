@@ -17,7 +17,11 @@ from __future__ import annotations
 from moderation.models import DecisionKind, Example, Reason
 from moderation.policy import GraderSpec
 
-__all__ = ["route"]
+__all__ = ["FLAG_CODES", "route"]
+
+FLAG_CODES = frozenset({"flagged", "zero_tolerance"})
+"""Moderation findings that flag; every other finding (errors, an image the provider
+could not see) quarantines."""
 
 
 def route(example: Example, grader: GraderSpec) -> DecisionKind:
@@ -31,9 +35,7 @@ def route(example: Example, grader: GraderSpec) -> DecisionKind:
 def _decide(example: Example, grader: GraderSpec) -> tuple[DecisionKind, list[Reason]]:
     if not example.valid:
         return "quarantine", list(example.problems)
-    flags = [
-        r for r in example.findings if r.stage == "moderate" and r.code != "image_not_screened"
-    ]
+    flags = [r for r in example.findings if r.stage == "moderate" and r.code in FLAG_CODES]
     if flags:
         return "flagged", flags
     if example.findings:

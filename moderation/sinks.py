@@ -30,7 +30,7 @@ _BIG_INT = re.compile(rb"[0-9]{19}")
 def example_result(example: Example, *, include_example: bool = True) -> ExampleResult:
     """The public record of one decided example."""
     reports = []
-    for segment, result in zip(example.moderated, example.moderation, strict=False):
+    for segment, result in zip(example.moderated, example.moderation, strict=True):
         if isinstance(result, SegmentError):
             reports.append(
                 SegmentReport(

@@ -245,3 +245,31 @@ async def test_conservation_and_determinism_over_random_datasets(
         lines_out = sum(len(v.splitlines()) for v in outs[-1].values())
         assert lines_out == non_blank
     assert outs[0] == outs[1]
+
+
+@pytest.mark.parametrize(("images", "decision"), [("quarantine", "quarantine"), ("skip", "clean")])
+async def test_images_the_policy_cannot_screen(tmp_path: Path, images: str, decision: str) -> None:
+    data = dict(STUB_POLICY)
+    data["moderation"] = {**STUB_POLICY["moderation"], "images": images}
+    record = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+                ],
+            },
+            {"role": "assistant", "content": "A cat."},
+        ]
+    }
+    moderator = KeywordModerator()
+    source = _write(tmp_path / "d.jsonl", [line(record)])
+    summary = await screen(
+        source, out=tmp_path / "out", policy=Policy.model_validate(data), moderator=moderator
+    )
+    assert getattr(summary.counts, decision) == 1
+    assert moderator.calls == [2], "only the text segments reach the moderator"
+    if decision == "quarantine":
+        (result,) = _records(tmp_path / "out", "quarantine.jsonl")
+        assert [r["code"] for r in result["reasons"]] == ["image_not_screened"]
