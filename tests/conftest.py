@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,15 @@ def _no_real_openai(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may pick up a developer's real key or endpoint by accident."""
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[object]:
+    """A fake OpenAI-compatible server on 127.0.0.1 (a timeout fault sleeps 1 s)."""
+    from fake_openai import FakeConfig, FakeOpenAI
+
+    async with FakeOpenAI(FakeConfig(timeout_sleep=1.0)) as server:
+        yield server
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_openai import CATEGORIES, FakeConfig, FakeOpenAI, marker, unsafe_categories
+from fake_openai import CATEGORIES, FakeOpenAI, marker, unsafe_categories
 from hypothesis import given
 from hypothesis import strategies as st
 from openai import AsyncOpenAI, DefaultAioHttpClient
@@ -24,12 +24,6 @@ from moderation.providers.openai import OpenAIModerator, RetryPolicy, build_clie
 
 FAST = RetryPolicy(max_attempts=4, base_delay=0.005, max_delay=0.02)
 SNAPSHOT = "omni-moderation-2024-09-26"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI(FakeConfig(timeout_sleep=1.0)) as server:
-        yield server
 
 
 @pytest.fixture

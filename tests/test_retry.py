@@ -37,12 +37,6 @@ class Sleeps:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI(FakeConfig(timeout_sleep=1.0)) as server:
-        yield server
-
-
-@pytest.fixture
 async def client(fake: FakeOpenAI) -> AsyncIterator[AsyncOpenAI]:
     sdk = AsyncOpenAI(
         api_key="sk-test-secret-key",
