@@ -104,7 +104,11 @@ class _Run:
         assert paths is not None
         return read_examples(paths, stats=self.stats, max_line_bytes=self.max_line_bytes)
 
-    async def close(self) -> None:
+    async def __aenter__(self) -> _Run:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Close the providers this run built (injected ones stay the caller's)."""
         if self.owns_providers:
             await self.moderator.aclose()
             if self.grader is not None:
@@ -180,32 +184,31 @@ async def screen(
         max_line_bytes=max_line_bytes,
         allow_fallback=allow_fallback,
     )
-    started = time.monotonic()
-    started_at = datetime.now(UTC)
-    input_hashes = {str(p): hash_file(p) for p in paths or ()}
-    outputs = OutputDir(Path(out), inputs=list(paths or ()))
-    try:
-        audit = AuditLog(outputs.audit_handle)
-        audit.event("run_start", **_run_start(run, input_hashes))
-        pipeline = Pipeline(run.choice.policy, run.moderator, run.grader, run.options)
+    async with run:
+        started = time.monotonic()
+        started_at = datetime.now(UTC)
+        input_hashes = {str(p): hash_file(p) for p in paths or ()}
+        outputs = OutputDir(Path(out), inputs=list(paths or ()))
+        try:
+            audit = AuditLog(outputs.audit_handle)
+            audit.event("run_start", **_run_start(run, input_hashes))
+            pipeline = Pipeline(run.choice.policy, run.moderator, run.grader, run.options)
 
-        async def sink(batch: Sequence[Example]) -> None:
-            for example in batch:
-                outputs.write(example)
-                audit.decision(example)
-            if progress is not None:
-                progress(pipeline.tally, run.stats)
+            async def sink(batch: Sequence[Example]) -> None:
+                for example in batch:
+                    outputs.write(example)
+                    audit.decision(example)
+                if progress is not None:
+                    progress(pipeline.tally, run.stats)
 
-        tally = await pipeline.run(run.examples(paths, records), sink)
-        tally.check(run.stats.examples)
-        summary = _summary(run, tally, input_hashes, started_at, time.monotonic() - started)
-        audit.event("run_end", **_run_end(summary))
-        outputs.commit(summary.model_dump(mode="json"))
-    except BaseException:
-        outputs.abort()
-        raise
-    finally:
-        await run.close()
+            tally = await pipeline.run(run.examples(paths, records), sink)
+            tally.check(run.stats.examples)
+            summary = _summary(run, tally, input_hashes, started_at, time.monotonic() - started)
+            audit.event("run_end", **_run_end(summary))
+            outputs.commit(summary.model_dump(mode="json"))
+        except BaseException:
+            outputs.abort()
+            raise
     return summary
 
 
@@ -250,23 +253,29 @@ async def stream(
         await queue.put([example_result(e) for e in batch])
 
     async def produce() -> None:
+        # The end marker is sent when the run ends or fails, never when the consumer
+        # cancelled it: then nobody reads the (possibly full) queue any more.
         try:
             await pipeline.run(run.examples(paths, records), sink)
             pipeline.tally.check(run.stats.examples)
-        finally:
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
             await queue.put(None)
+            raise
+        await queue.put(None)
 
-    producer = asyncio.create_task(produce())
-    try:
-        while (results := await queue.get()) is not None:
-            for result in results:
-                yield result
-        await producer
-    finally:
-        if not producer.done():
-            producer.cancel()
-            await asyncio.gather(producer, return_exceptions=True)
-        await run.close()
+    async with run:
+        producer = asyncio.create_task(produce())
+        try:
+            while (results := await queue.get()) is not None:
+                for result in results:
+                    yield result
+            await producer
+        finally:
+            if not producer.done():
+                producer.cancel()
+                await asyncio.gather(producer, return_exceptions=True)
 
 
 def _input_paths(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stubs import KeywordModerator, ScriptedGrader
 
-from moderation import screen
+from moderation import screen, stream
 from moderation.errors import ConfigError, ProviderFatalError
 from moderation.policy import Policy
 
@@ -273,3 +274,30 @@ async def test_images_the_policy_cannot_screen(tmp_path: Path, images: str, deci
     if decision == "quarantine":
         (result,) = _records(tmp_path / "out", "quarantine.jsonl")
         assert [r["code"] for r in result["reasons"]] == ["image_not_screened"]
+
+
+async def test_stream_yields_every_result_in_input_order(tmp_path: Path) -> None:
+    lines = [line(chat(f"q{i}", "BAD" if i % 3 == 0 else "fine")) for i in range(50)] + [b"{"]
+    source = _write(tmp_path / "d.jsonl", lines)
+    results = [
+        r
+        async for r in stream(
+            source, policy=policy(), moderator=KeywordModerator(jitter=0.002), batch_size=4
+        )
+    ]
+    assert [r.line for r in results] == list(range(1, 52))
+    assert [r.decision for r in results[:6]] == ["flagged", "clean", "clean"] * 2
+    assert results[-1].decision == "quarantine" and results[-1].example == "{"
+    assert results[1].example == orjson.loads(lines[1])
+    assert os.listdir(tmp_path) == ["d.jsonl"], "stream writes no files"
+
+
+async def test_stream_stops_cleanly_when_the_caller_stops_early() -> None:
+    records = [chat(f"q{i}", "a") for i in range(2000)]
+    results = stream(
+        records=records, policy=policy(), moderator=KeywordModerator(), concurrency=2, batch_size=4
+    )
+    first = await anext(results)
+    assert first.line == 1
+    # The producer is blocked on a full queue here; closing must not wait for it.
+    await asyncio.wait_for(results.aclose(), timeout=5)
