@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import structlog
 
 from moderation._terminal import ProgressReporter, print_summary, stderr_console
 from moderation._version import __version__
@@ -94,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``moderation`` command."""
     args = _parser().parse_args(argv)
+    # Diagnostics go to stderr: stdout carries results (the table, `--format json`).
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     console = stderr_console()
     try:
         if args.command == "run":

@@ -192,3 +192,21 @@ def test_validate_reports_formats_problems_and_tokens(
         info["problems"]
     )
     assert [p["line"] for p in report["problems_shown"]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_provider_failures_are_logged_to_stderr_not_stdout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from moderation.providers.local import LocalModerator
+
+    async def broken(self: LocalModerator, segments: object) -> list[object]:
+        raise RuntimeError("classifier exploded")
+
+    monkeypatch.setattr(LocalModerator, "moderate", broken)
+    source = write_lines(tmp_path / "d.jsonl", iter([line(chat("a", "b"))]))
+    assert main(["run", str(source), "--out", str(tmp_path / "out"), "--policy", "offline"]) == 0
+    captured = capsys.readouterr()
+    assert "moderator_failed" in captured.err and "moderator_failed" not in captured.out
+    # Fail closed: the example is quarantined, not passed.
+    (record,) = _records(tmp_path / "out" / "quarantine.jsonl")
+    assert {r["code"] for r in record["reasons"]} == {"provider_exception"}
