@@ -133,8 +133,17 @@ def print_summary(summary: RunSummary, console: Console, *, out: Path | None, to
     table.add_row(
         "time", f"{run['duration_s']:.1f}s", f"{run.get('examples_per_s') or 0:,.0f} examples/s"
     )
-    if summary.requests:
-        table.add_row("requests", f"{summary.requests:,}", f"${summary.cost_usd:.4f} estimated")
+    for stage, info in summary.providers.items():
+        if info.get("name") == "local" or not info.get("requests"):
+            continue
+        tokens = info.get("input_tokens", 0) + info.get("output_tokens", 0)
+        cost = info.get("cost_usd")
+        spent = "price unknown" if cost is None else f"${cost:.4f} estimated"
+        table.add_row(
+            f"{stage} requests",
+            f"{info['requests']:,}",
+            f"{info['name']} {info['model']}, {tokens:,} tokens, {spent}",
+        )
     console.print(table)
     if out is not None:
         console.print(

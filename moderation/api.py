@@ -349,7 +349,7 @@ def _summary(
         fallback=run.choice.fallback,
         providers=providers,
         requests=sum(int(p.get("requests", 0)) for p in providers.values()),
-        cost_usd=round(sum(float(p.get("cost_usd", 0.0)) for p in providers.values()), 6),
+        cost_usd=_total_cost(providers),
         inputs=input_hashes,
         tool={"name": "moderation", "version": __version__},
         run={
@@ -358,6 +358,14 @@ def _summary(
             "examples_per_s": round(run.stats.examples / duration, 1) if duration > 0 else None,
         },
     )
+
+
+def _total_cost(providers: dict[str, dict[str, Any]]) -> float | None:
+    """USD over all providers; ``None`` when one of them has no known price."""
+    costs = [p.get("cost_usd", 0.0) for p in providers.values()]
+    if any(cost is None for cost in costs):
+        return None
+    return round(sum(float(cost) for cost in costs), 6)
 
 
 def _run_end(summary: RunSummary) -> dict[str, Any]:

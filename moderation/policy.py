@@ -106,8 +106,19 @@ class GraderSpec(BaseModel):
     concurrency: int = Field(default=8, ge=1, le=1024)
     requests_per_minute: int | None = Field(default=None, ge=1)
     tokens_per_minute: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=0.0, ge=0.0, le=2.0)
+    """Sampling temperature; ``null`` sends none (reasoning models accept only theirs)."""
     prices: dict[str, float] = Field(default_factory=dict)
     """USD per million tokens: ``input`` and ``output``; unset uses the built-in table."""
+
+    @field_validator("prices")
+    @classmethod
+    def _input_and_output(cls, value: dict[str, float]) -> dict[str, float]:
+        if value and set(value) != {"input", "output"}:
+            raise ValueError("give both 'input' and 'output' (USD per million tokens)")
+        if any(price < 0 for price in value.values()):
+            raise ValueError("prices must not be negative")
+        return value
 
 
 class Policy(BaseModel):

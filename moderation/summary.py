@@ -121,7 +121,8 @@ class RunSummary(BaseModel):
     """Set when ``run`` fell back to a policy other than the one a key would allow."""
     providers: dict[str, dict[str, Any]]
     requests: int
-    cost_usd: float
+    cost_usd: float | None
+    """Estimated USD for the run; ``None`` when a model's price is unknown."""
     inputs: dict[str, str]
     tool: dict[str, str]
     run: dict[str, Any]

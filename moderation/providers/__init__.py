@@ -33,7 +33,8 @@ class ProviderStats(BaseModel):
     errors: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float | None = 0.0
+    """Estimated USD; ``None`` when the model's price is unknown."""
 
 
 @runtime_checkable
@@ -106,6 +107,6 @@ def build_grader(spec: GraderSpec) -> Grader | None:
     """The grader a policy names, or ``None`` when it has none."""
     if spec.provider == "none":
         return None
-    # The OpenAI grader is not built yet: escalations are quarantined with
-    # ``grade.not_configured`` until it is.
-    return None
+    from moderation.providers.openai import OpenAIGrader
+
+    return OpenAIGrader.from_spec(spec)

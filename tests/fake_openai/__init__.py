@@ -8,6 +8,7 @@ Importable with only the repository root on ``sys.path`` (no pytest needed)::
         client = AsyncOpenAI(api_key="sk-test", base_url=fake.base_url, ...)
 """
 
+from .chat import GRADE_MARKERS, chat_route, example_block
 from .moderations import (
     BORDERLINE_SCORE,
     CATEGORIES,
@@ -33,6 +34,7 @@ __all__ = [
     "BORDERLINE_SCORE",
     "CATEGORIES",
     "FAULTS",
+    "GRADE_MARKERS",
     "IMAGE_TOKENS",
     "SNAPSHOTS",
     "UNSAFE_SCORE",
@@ -41,7 +43,9 @@ __all__ = [
     "FakeOpenAI",
     "RecordedRequest",
     "Route",
+    "chat_route",
     "count_tokens",
+    "example_block",
     "format_go_duration",
     "marker",
     "moderation_route",

@@ -3,8 +3,9 @@
 Endpoints are a route table (:attr:`FakeOpenAI.routes`, :meth:`FakeOpenAI.add_route`):
 a route turns a JSON body into a JSON answer and says what the request costs in tokens;
 the server around it does what every OpenAI endpoint does: authentication, rate limits,
-latency, faults, and a record of every request. ``/v1/moderations`` is built in (see
-:mod:`.moderations` for how it decides what is unsafe).
+latency, faults, and a record of every request. ``/v1/moderations`` (see
+:mod:`.moderations` for how it decides what is unsafe) and ``/v1/chat/completions`` (a
+judge answering from markers, see :mod:`.chat`) are built in.
 
 Rate limits and faults
 ----------------------
@@ -192,9 +193,14 @@ class FakeOpenAI:
         self.in_flight = 0
         self.max_in_flight = 0
         """Most requests being handled at once (a client's concurrency, seen from here)."""
-        from .moderations import moderation_route  # it imports this module
+        # Both import this module.
+        from .chat import chat_route
+        from .moderations import moderation_route
 
-        self.routes: dict[str, Route] = {"/v1/moderations": moderation_route()}
+        self.routes: dict[str, Route] = {
+            "/v1/moderations": moderation_route(),
+            "/v1/chat/completions": chat_route(lambda text: self.config.token_counter(text)),
+        }
         self._seed = self.config.seed
         self._rng = random.Random(self._seed)
         self._scripts: dict[str, collections.deque[str]] = collections.defaultdict(

@@ -1,17 +1,20 @@
 """The ``openai`` provider: the official SDK's ``AsyncOpenAI`` over aiohttp.
 
-:class:`OpenAIModerator` scores segments with ``/v1/moderations``. The rate limiting
-(:class:`RateLimiter`) and the retry loop (:class:`RetryLoop`) are shared with the grader,
-which calls ``/v1/chat/completions`` through the same mechanism.
+:class:`OpenAIModerator` scores segments with ``/v1/moderations``; :class:`OpenAIGrader`
+judges examples with ``/v1/chat/completions`` and structured outputs. Both send through
+one mechanism: the retry loop (:class:`RetryLoop`) and a rate limiter per model
+(:class:`RateLimiter`).
 """
 
 from moderation.providers.openai._client import DEFAULT_TIMEOUT, build_client, check_credentials
+from moderation.providers.openai._prices import Price, price_for
 from moderation.providers.openai._ratelimit import (
     RateLimiter,
     parse_go_duration,
     parse_retry_after,
 )
 from moderation.providers.openai._retry import Failure, MalformedResponse, RetryLoop, RetryPolicy
+from moderation.providers.openai.grader import DEFAULT_GRADER_MODEL, OpenAIGrader
 from moderation.providers.openai.moderator import (
     DEFAULT_MODERATION_MODEL,
     OpenAIModerator,
@@ -20,11 +23,14 @@ from moderation.providers.openai.moderator import (
 )
 
 __all__ = [
+    "DEFAULT_GRADER_MODEL",
     "DEFAULT_MODERATION_MODEL",
     "DEFAULT_TIMEOUT",
     "Failure",
     "MalformedResponse",
+    "OpenAIGrader",
     "OpenAIModerator",
+    "Price",
     "RateLimiter",
     "RetryLoop",
     "RetryPolicy",
@@ -34,4 +40,5 @@ __all__ = [
     "estimate_tokens",
     "parse_go_duration",
     "parse_retry_after",
+    "price_for",
 ]

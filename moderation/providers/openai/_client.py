@@ -16,7 +16,7 @@ from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from moderation.errors import ConfigError
 
-__all__ = ["DEFAULT_TIMEOUT", "build_client", "check_credentials"]
+__all__ = ["DEFAULT_TIMEOUT", "build_client", "check_credentials", "client_for_provider"]
 
 DEFAULT_TIMEOUT = 60.0
 """Seconds per HTTP attempt (connect, read and write each)."""
@@ -63,3 +63,20 @@ def build_client(
         )
     except openai.OpenAIError as exc:
         raise ConfigError(f"cannot configure the OpenAI client: {exc}") from None
+
+
+def client_for_provider(
+    client: AsyncOpenAI | None, *, timeout: float | None, default_timeout: float
+) -> tuple[AsyncOpenAI, bool]:
+    """The client a provider sends with, and whether the provider owns it (and closes it).
+
+    ``client`` is used as given (the caller keeps it) but with the SDK's own retries off:
+    every 429 must reach our rate limiter. When ``None``, one is built from the
+    environment. ``timeout`` (seconds per attempt) overrides the client's.
+    """
+    owned = client is None
+    if client is None:
+        client = build_client(timeout=default_timeout if timeout is None else timeout)
+    if timeout is None:
+        return client.with_options(max_retries=0), owned
+    return client.with_options(max_retries=0, timeout=timeout), owned

@@ -27,7 +27,7 @@ from openai.types import ModerationImageURLInputParam
 from moderation.models import Segment, SegmentError, SegmentModeration
 from moderation.policy import ModerationSpec
 from moderation.providers import ProviderStats
-from moderation.providers.openai._client import build_client
+from moderation.providers.openai._client import client_for_provider
 from moderation.providers.openai._ratelimit import Clock, RateLimiter, Sleep
 from moderation.providers.openai._retry import Failure, MalformedResponse, RetryLoop, RetryPolicy
 
@@ -127,14 +127,9 @@ class OpenAIModerator:
     ) -> None:
         self._spec = spec
         self._model = spec.model or DEFAULT_MODERATION_MODEL
-        self._owns_client = client is None
-        if client is None:
-            client = build_client(timeout=DEFAULT_TIMEOUT if timeout is None else timeout)
-        # Every 429 must reach our limiter, so the SDK's own retries are off.
-        if timeout is None:
-            self._client = client.with_options(max_retries=0)
-        else:
-            self._client = client.with_options(max_retries=0, timeout=timeout)
+        self._client, self._owns_client = client_for_provider(
+            client, timeout=timeout, default_timeout=DEFAULT_TIMEOUT
+        )
         policy = retry_policy or RetryPolicy()
         if max_attempts is not None:
             policy = dataclasses.replace(policy, max_attempts=max_attempts)

@@ -1,0 +1,246 @@
+"""The ``openai`` grader: ``/v1/chat/completions`` with structured outputs, behind the
+Grader protocol.
+
+Each example is one request: the policy's rules in the system message, the example as
+data between nonce delimiters in the user message (see :mod:`._prompt`), and a strict
+JSON schema for the answer. Requests go through the same :class:`RetryLoop` and
+:class:`RateLimiter` as the moderator's: transport failures and 429s are retried there.
+What comes back is read strictly, failing closed:
+
+======================================  =========================================
+answer                                  result
+======================================  =========================================
+the verdict JSON, valid                 a :class:`Verdict`
+``message.refusal`` set                 ``grade.refusal``
+``finish_reason: length``               ``grade.truncated``
+``finish_reason: content_filter``       ``grade.content_filter``
+no content                              ``grade.empty``
+content outside the schema              ``grade.invalid_answer``
+a rule id the policy does not have      ``grade.unknown_rule``
+a body that is not a chat completion    retried, then ``error.bad_response``
+======================================  =========================================
+
+Every ``grade.*`` reason quarantines the example (see :mod:`moderation.route`). Tokens
+come from each response's ``usage``; cost from the policy's prices or the built-in
+table (:mod:`._prices`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import random
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol, Self
+
+from openai import AsyncOpenAI, omit
+from pydantic import BaseModel, ValidationError
+
+from moderation.models import Reason, Verdict
+from moderation.policy import GraderSpec
+from moderation.providers import GradeRequest, ProviderStats
+from moderation.providers.openai._client import client_for_provider
+from moderation.providers.openai._prices import price_for
+from moderation.providers.openai._prompt import build_messages, verdict_schema
+from moderation.providers.openai._ratelimit import Clock, RateLimiter, Sleep
+from moderation.providers.openai._retry import Failure, MalformedResponse, RetryLoop, RetryPolicy
+from moderation.providers.openai.moderator import estimate_tokens
+
+__all__ = ["DEFAULT_GRADER_MODEL", "OpenAIGrader", "read_answer"]
+
+DEFAULT_GRADER_MODEL = "gpt-4o-mini"
+DEFAULT_TIMEOUT = 60.0
+
+
+class _Message(BaseModel):
+    content: str | None = None
+    refusal: str | None = None
+
+
+class _Choice(BaseModel):
+    finish_reason: str | None = None
+    message: _Message
+
+
+class _Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class _Completion(BaseModel):
+    """The part of a chat completion we read. Lenient about the rest, so any
+    OpenAI-compatible server's answer is accepted when these fields are right."""
+
+    choices: list[_Choice]
+    usage: _Usage | None = None
+    model: str | None = None
+
+
+class _RawResponse(Protocol):
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def content(self) -> bytes: ...
+
+
+def _grade_reason(code: str, why: str, **detail: Any) -> Reason:
+    return Reason(stage="grade", code=code, detail={"why": why, **detail})
+
+
+def read_answer(completion: _Completion, rule_ids: frozenset[str]) -> Verdict | Reason:
+    """The verdict in a chat completion, or the ``grade.*`` reason there is none.
+
+    Never quotes the answer's text in a reason: a model may echo the example.
+    """
+    choice = completion.choices[0]
+    if choice.message.refusal:
+        return _grade_reason("refusal", "the model refused to judge the example")
+    if choice.finish_reason == "length":
+        return _grade_reason("truncated", "the answer was cut off at the output token limit")
+    if choice.finish_reason == "content_filter":
+        return _grade_reason("content_filter", "the provider's content filter stopped the answer")
+    content = (choice.message.content or "").strip()
+    if not content:
+        return _grade_reason("empty", "the answer had no content")
+    try:
+        data = json.loads(content)
+    except ValueError:
+        return _grade_reason("invalid_answer", "the answer is not JSON")
+    try:
+        verdict = Verdict.model_validate(data)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) or "(top)" for e in exc.errors()})
+        return _grade_reason(
+            "invalid_answer", "the answer does not match the verdict schema", fields=fields
+        )
+    if verdict.rule is not None and verdict.rule not in rule_ids:
+        return _grade_reason("unknown_rule", "the answer names a rule the policy does not have")
+    if verdict.verdict == "violation" and verdict.rule is None:
+        return _grade_reason("invalid_answer", "a violation must name the rule it breaks")
+    return verdict
+
+
+class OpenAIGrader:
+    """Judges examples with a chat model (OpenAI or any compatible server).
+
+    The client, ``timeout``, ``max_attempts``, ``retry_policy``, ``limiter``, ``sleep``,
+    ``rng`` and ``clock`` work as for :class:`~moderation.providers.openai.OpenAIModerator`:
+    an injected client stays the caller's, a built one is closed by :meth:`aclose`.
+    Create it inside the event loop that uses it.
+    """
+
+    def __init__(
+        self,
+        spec: GraderSpec,
+        client: AsyncOpenAI | None = None,
+        *,
+        timeout: float | None = None,
+        max_attempts: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+        limiter: RateLimiter | None = None,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._spec = spec
+        self._model = spec.model or DEFAULT_GRADER_MODEL
+        self._client, self._owns_client = client_for_provider(
+            client, timeout=timeout, default_timeout=DEFAULT_TIMEOUT
+        )
+        policy = retry_policy or RetryPolicy()
+        if max_attempts is not None:
+            policy = dataclasses.replace(policy, max_attempts=max_attempts)
+        self._stats = ProviderStats()
+        self._price = price_for(self._model, spec.prices)
+        if self._price is None:
+            self._stats.cost_usd = None
+        self.limiter = limiter or RateLimiter(
+            requests_per_minute=spec.requests_per_minute,
+            tokens_per_minute=spec.tokens_per_minute,
+            clock=clock,
+            sleep=sleep,
+        )
+        self._retry = RetryLoop(
+            limiter=self.limiter,
+            stats=self._stats,
+            concurrency=spec.concurrency,
+            policy=policy,
+            sleep=sleep,
+            rng=rng,
+        )
+        self._rule_ids = frozenset(rule.id for rule in spec.rules)
+        self._schema = verdict_schema(sorted(self._rule_ids))
+
+    @classmethod
+    def from_spec(cls, spec: GraderSpec, **options: Any) -> Self:
+        """A grader with its own client from the environment (see the class)."""
+        return cls(spec, None, **options)
+
+    @property
+    def name(self) -> str:
+        """Always ``openai``."""
+        return "openai"
+
+    @property
+    def model(self) -> str:
+        """The chat model requested."""
+        return self._model
+
+    @property
+    def stats(self) -> ProviderStats:
+        """Requests, retries, 429s, failed attempts, tokens and cost so far."""
+        return self._stats
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this grader built it."""
+        if self._owns_client:
+            await self._client.close()
+
+    async def grade(self, request: GradeRequest) -> Verdict | Reason:
+        """Judge one example. Raises only :class:`~moderation.errors.ProviderFatalError`."""
+        messages: Any = build_messages(request.rules, request.segments, request.findings)
+        tokens = sum(estimate_tokens(m["content"]) for m in messages)
+        tokens += self._spec.max_output_tokens
+
+        async def send() -> _RawResponse:
+            return await self._client.chat.completions.with_raw_response.create(
+                model=self._model,
+                messages=messages,
+                response_format=self._schema,
+                max_completion_tokens=self._spec.max_output_tokens,
+                temperature=omit if self._spec.temperature is None else self._spec.temperature,
+            )
+
+        outcome = await self._retry.call(send, self._parse, tokens=tokens)
+        if isinstance(outcome, Failure):
+            return Reason(
+                stage="error",
+                code=outcome.code,
+                detail={
+                    "provider": self.name,
+                    "model": self._model,
+                    "message": outcome.message,
+                    "attempts": outcome.attempts,
+                },
+            )
+        return outcome
+
+    def _parse(self, raw: _RawResponse) -> Verdict | Reason:
+        try:
+            completion = _Completion.model_validate_json(raw.content)
+        except ValidationError:
+            raise MalformedResponse("the response is not a chat completion") from None
+        if not completion.choices:
+            raise MalformedResponse("the response has no choices")
+        if completion.usage is not None:
+            self._count(completion.usage)
+        return read_answer(completion, self._rule_ids)
+
+    def _count(self, usage: _Usage) -> None:
+        self._stats.input_tokens += usage.prompt_tokens
+        self._stats.output_tokens += usage.completion_tokens
+        if self._price is not None and self._stats.cost_usd is not None:
+            self._stats.cost_usd += self._price.cost(usage.prompt_tokens, usage.completion_tokens)
