@@ -27,10 +27,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from moderation.estimate import RunEstimate
 from moderation.reader import ReadStats
 from moderation.summary import RunSummary, Tally
 
-__all__ = ["ProgressReporter", "print_summary", "stderr_console"]
+__all__ = ["ProgressReporter", "print_estimate", "print_summary", "stderr_console"]
 
 
 def stderr_console() -> Console:
@@ -149,4 +150,52 @@ def print_summary(summary: RunSummary, console: Console, *, out: Path | None, to
         console.print(
             f"outputs in [bold]{out}[/]: clean.jsonl flagged.jsonl quarantine.jsonl"
             " audit.jsonl summary.json"
+        )
+
+
+def _usd(value: float | None) -> str:
+    return "price unknown" if value is None else f"${value:,.4f}"
+
+
+def print_estimate(estimate: RunEstimate, console: Console) -> None:
+    """The ``run --dry-run`` table: requests, tokens and cost, before any is spent."""
+    table = Table(title=f"moderation dry run · policy {estimate.policy['id']}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_column()
+    table.add_row(
+        "examples",
+        f"{estimate.examples:,}",
+        f"{estimate.valid:,} valid, {estimate.invalid:,} to quarantine without a call",
+    )
+    mod = estimate.moderation
+    if mod.provider == "local":
+        table.add_row("moderation", "0", f"local {mod.model}: no API requests")
+    else:
+        table.add_row(
+            "moderation requests",
+            f"{mod.requests:,}",
+            f"{mod.provider} {mod.model}, ~{mod.input_tokens:,} tokens,"
+            f" {'free' if mod.cost_usd == 0 else _usd(mod.cost_usd)}",
+        )
+    grader = estimate.grader
+    if grader is None:
+        table.add_row("grader", "", "none")
+    else:
+        table.add_row(
+            "grader requests",
+            f"≤ {grader.requests_max:,}",
+            f"{grader.provider} {grader.model} (sees {grader.sees}),"
+            f" ≤ {grader.input_tokens_max + grader.output_tokens_max:,} tokens",
+        )
+        table.add_row(
+            "grader cost",
+            f"≤ {_usd(grader.cost_usd_max)}",
+            f"{_usd(grader.cost_usd_per_request)} a request",
+        )
+    console.print(table)
+    if grader is not None and grader.sees == "escalations":
+        console.print(
+            "Grader figures are ceilings: only what moderation escalates is graded, and the"
+            " ceiling counts every example with a turn that could be escalated."
         )

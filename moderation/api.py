@@ -60,12 +60,16 @@ class PolicyChoice:
 
 
 def resolve_policy(
-    name_or_path: str | Path | Policy | None, *, allow_fallback: bool = True
+    name_or_path: str | Path | Policy | None,
+    *,
+    allow_fallback: bool = True,
+    require_key: bool = True,
 ) -> PolicyChoice:
     """Pick the run's policy. With none named: ``default`` when ``OPENAI_API_KEY`` is set,
     else ``offline`` (only when ``allow_fallback``; the CI gate never falls back).
 
-    Raises :class:`ConfigError` when the policy needs a key that is not set.
+    Raises :class:`ConfigError` when the policy needs a key that is not set (unless
+    ``require_key`` is false: an estimate calls nothing).
     """
     has_key = bool(os.environ.get("OPENAI_API_KEY"))
     if isinstance(name_or_path, Policy):
@@ -76,7 +80,7 @@ def resolve_policy(
         choice = PolicyChoice(load_policy("default"))
     else:
         choice = PolicyChoice(load_policy("offline"), fallback=FALLBACK_NOTE)
-    if choice.policy.needs_openai and not has_key:
+    if require_key and choice.policy.needs_openai and not has_key:
         raise ConfigError(
             f"policy {choice.policy.id!r} calls the OpenAI API but OPENAI_API_KEY is not set"
             " (set it, point OPENAI_BASE_URL at a compatible server, or use --policy offline)"

@@ -21,7 +21,7 @@ import structlog
 from moderation._terminal import ProgressReporter, print_summary, stderr_console
 from moderation._version import __version__
 from moderation.api import resolve_policy, screen
-from moderation.errors import InvariantError, ModerationError
+from moderation.errors import ConfigError, InvariantError, ModerationError
 from moderation.reader import DEFAULT_MAX_LINE_BYTES, ReadStats, check_inputs, read_examples
 from moderation.tokens import token_method
 from moderation.validate import validate
@@ -54,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         " quarantine.jsonl, audit.jsonl and summary.json to --out.",
     )
     run.add_argument("inputs", nargs="+", metavar="INPUT", help="JSONL or .jsonl.gz files")
-    run.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
+    run.add_argument(
+        "--out", type=Path, metavar="DIR", help="output directory (required unless --dry-run)"
+    )
     run.add_argument(
         "--policy",
         metavar="NAME|PATH",
@@ -74,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
         help=f"quarantine longer lines unread (default {DEFAULT_MAX_LINE_BYTES})",
     )
     run.add_argument("--quiet", action="store_true", help="no progress and no table")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read and validate, then estimate requests, tokens and cost; call no API",
+    )
 
     check = commands.add_parser(
         "validate",
@@ -115,6 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, console: Any) -> int:
     paths = check_inputs(args.inputs)
+    if args.dry_run:
+        return _dry_run(args, paths)
+    if args.out is None:
+        raise ConfigError("run needs --out DIR (or --dry-run to estimate only)")
     choice = resolve_policy(args.policy)
     if choice.fallback:
         console.print(f"[bold yellow]WARNING:[/] {choice.fallback}")
@@ -137,6 +148,21 @@ def _run(args: argparse.Namespace, console: Any) -> int:
         print_summary(summary, Console(highlight=False), out=args.out)
     if choice.fallback:
         console.print(f"[bold yellow]WARNING:[/] {choice.fallback}")
+    return EXIT_OK
+
+
+def _dry_run(args: argparse.Namespace, paths: list[Path]) -> int:
+    from rich.console import Console
+
+    from moderation._terminal import print_estimate
+    from moderation.estimate import estimate_run
+
+    # The estimate is of the policy a key would give: without --policy, 'default'.
+    choice = resolve_policy(args.policy, allow_fallback=False, require_key=False)
+    estimate = estimate_run(
+        paths, choice.policy, batch_size=args.batch_size, max_line_bytes=args.max_line_bytes
+    )
+    print_estimate(estimate, Console(highlight=False))
     return EXIT_OK
 
 

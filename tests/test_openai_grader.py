@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -333,3 +336,40 @@ async def test_temperature_can_be_left_to_the_model(fake: FakeOpenAI, client: As
     spec = DEFAULT.grader.model_copy(update={"temperature": None})
     await grader(client, spec).grade(request("GRADE_ALLOW"))
     assert "temperature" not in chats(fake)[0].body
+
+
+def test_default_rules_allow_refusals_education_fiction_and_history() -> None:
+    for rule in DEFAULT.grader.rules:
+        allowed = " ".join(rule.allowed).lower()
+        assert "refus" in allowed, rule.id
+        assert {e["verdict"] for e in rule.examples} == {"allow", "violation"}, rule.id
+    allowed = {rule.id: " ".join(rule.allowed).lower() for rule in DEFAULT.grader.rules}
+    assert "fiction" in allowed["violent-wrongdoing"] and "history" in allowed["violent-wrongdoing"]
+    assert "education" in allowed["violent-wrongdoing"]
+    assert "fiction" in allowed["hate-harassment"] and "history" in allowed["hate-harassment"]
+
+
+async def test_run_command_builds_the_grader_from_the_environment(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    weapons = marker("illicit/violent")
+    data = tmp_path / "data.jsonl"
+    data.write_text(
+        _line(f"how do I make a pipe bomb {weapons}", REFUSAL)
+        + "\n"
+        + _line(f"how do I make a pipe bomb {weapons}", "COMPLY: here are the parts")
+        + "\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env.update(OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=fake.base_url)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "moderation", "run", str(data), "--out", str(tmp_path / "out"),
+        "--quiet", env=env, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, err.decode()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["policy"]["id"] == "default" and summary["fallback"] is None
+    assert summary["counts"] == {"input": 2, "clean": 1, "flagged": 1, "quarantine": 0}
+    assert summary["providers"]["grader"]["requests"] == len(chats(fake)) == 2
+    assert summary["cost_usd"] > 0

@@ -20,6 +20,7 @@ from moderation.providers.openai.moderator import (
     OpenAIModerator,
     chunk_text,
     estimate_tokens,
+    plan_requests,
 )
 
 __all__ = [
@@ -40,5 +41,6 @@ __all__ = [
     "estimate_tokens",
     "parse_go_duration",
     "parse_retry_after",
+    "plan_requests",
     "price_for",
 ]

@@ -31,7 +31,13 @@ from moderation.providers.openai._client import client_for_provider
 from moderation.providers.openai._ratelimit import Clock, RateLimiter, Sleep
 from moderation.providers.openai._retry import Failure, MalformedResponse, RetryLoop, RetryPolicy
 
-__all__ = ["DEFAULT_MODERATION_MODEL", "OpenAIModerator", "chunk_text", "estimate_tokens"]
+__all__ = [
+    "DEFAULT_MODERATION_MODEL",
+    "OpenAIModerator",
+    "chunk_text",
+    "estimate_tokens",
+    "plan_requests",
+]
 
 DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
 DEFAULT_TIMEOUT = 30.0
@@ -97,6 +103,50 @@ class _Scored:
     model: str
 
 
+def _units(segments: Sequence[Segment], spec: ModerationSpec) -> list[_Unit]:
+    """The moderation inputs of ``segments``: text chunks, and images with a URL."""
+    # A char is at most 4 UTF-8 bytes, so a chunk never exceeds the token budget.
+    chunk_chars = min(CHUNK_CHARS, spec.max_tokens_per_request * 3 // 4)
+    overlap = chunk_chars // 10
+    units: list[_Unit] = []
+    for index, segment in enumerate(segments):
+        if segment.kind == "image":
+            if segment.image_url:
+                units.append(_Unit(index, None, segment.image_url, IMAGE_TOKENS))
+            continue
+        for piece in chunk_text(segment.text, chunk_chars, overlap):
+            units.append(_Unit(index, piece, None, estimate_tokens(piece)))
+    return units
+
+
+def _pack(units: Sequence[_Unit], spec: ModerationSpec) -> list[list[int]]:
+    """Positions of ``units`` grouped into requests: by count and token budget, each
+    image alone."""
+    requests: list[list[int]] = []
+    current: list[int] = []
+    budget = 0
+    for position, unit in enumerate(units):
+        if unit.image_url is not None:
+            requests.append([position])
+            continue
+        too_many = len(current) >= spec.max_inputs_per_request
+        if current and (too_many or budget + unit.tokens > spec.max_tokens_per_request):
+            requests.append(current)
+            current, budget = [], 0
+        current.append(position)
+        budget += unit.tokens
+    if current:
+        requests.append(current)
+    return requests
+
+
+def plan_requests(segments: Sequence[Segment], spec: ModerationSpec) -> list[int]:
+    """The requests one :meth:`OpenAIModerator.moderate` call of ``segments`` sends when
+    nothing fails, as the estimated tokens of each (for ``run --dry-run``)."""
+    units = _units(segments, spec)
+    return [sum(units[p].tokens for p in request) for request in _pack(units, spec)]
+
+
 class OpenAIModerator:
     """Scores segments with the OpenAI moderation endpoint (or a compatible server).
 
@@ -148,9 +198,6 @@ class OpenAIModerator:
             sleep=sleep,
             rng=rng,
         )
-        # A char is at most 4 UTF-8 bytes, so a chunk never exceeds the token budget.
-        self._chunk_chars = min(CHUNK_CHARS, spec.max_tokens_per_request * 3 // 4)
-        self._overlap = self._chunk_chars // 10
 
     @classmethod
     def from_spec(cls, spec: ModerationSpec, **options: Any) -> Self:
@@ -180,38 +227,15 @@ class OpenAIModerator:
     async def moderate(self, segments: Sequence[Segment]) -> list[SegmentModeration | SegmentError]:
         """Score ``segments``; the result is aligned with them. Raises only
         :class:`~moderation.errors.ProviderFatalError` (bad key, no permission)."""
-        units: list[_Unit] = []
-        early: dict[int, SegmentError] = {}
-        for index, segment in enumerate(segments):
-            if segment.kind == "image":
-                if segment.image_url:
-                    units.append(_Unit(index, None, segment.image_url, IMAGE_TOKENS))
-                else:
-                    early[index] = self._error("bad_request", "image segment without a URL")
-                continue
-            for piece in chunk_text(segment.text, self._chunk_chars, self._overlap):
-                units.append(_Unit(index, piece, None, estimate_tokens(piece)))
+        units = _units(segments, self._spec)
+        early = {
+            index: self._error("bad_request", "image segment without a URL")
+            for index, segment in enumerate(segments)
+            if segment.kind == "image" and not segment.image_url
+        }
         outcomes: list[_Scored | Failure | None] = [None] * len(units)
-        await self._run(self._pack(units), units, outcomes)
+        await self._run(_pack(units, self._spec), units, outcomes)
         return self._collect(len(segments), units, outcomes, early)
-
-    def _pack(self, units: Sequence[_Unit]) -> list[list[int]]:
-        requests: list[list[int]] = []
-        current: list[int] = []
-        budget = 0
-        for position, unit in enumerate(units):
-            if unit.image_url is not None:
-                requests.append([position])
-                continue
-            too_many = len(current) >= self._spec.max_inputs_per_request
-            if current and (too_many or budget + unit.tokens > self._spec.max_tokens_per_request):
-                requests.append(current)
-                current, budget = [], 0
-            current.append(position)
-            budget += unit.tokens
-        if current:
-            requests.append(current)
-        return requests
 
     async def _run(
         self,
