@@ -103,6 +103,10 @@ class GraderSpec(BaseModel):
     """A ``violation`` at or above this confidence flags; below it quarantines."""
     rules: tuple[RuleSpec, ...] = ()
     max_output_tokens: int = Field(default=300, ge=16)
+    output_limit_param: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens"
+    """How the output limit is sent: OpenAI's reasoning models need
+    ``max_completion_tokens``; some compatible servers (Ollama, LM Studio) read only
+    ``max_tokens``."""
     concurrency: int = Field(default=8, ge=1, le=1024)
     requests_per_minute: int | None = Field(default=None, ge=1)
     tokens_per_minute: int | None = Field(default=None, ge=1)

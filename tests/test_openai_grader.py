@@ -86,6 +86,7 @@ async def test_a_verdict_and_what_was_sent(fake: FakeOpenAI, client: AsyncOpenAI
     assert body["model"] == "gpt-4o-mini"
     assert body["temperature"] == 0
     assert body["max_completion_tokens"] == DEFAULT.grader.max_output_tokens
+    assert "max_tokens" not in body
     schema = body["response_format"]["json_schema"]
     assert schema["strict"] is True
     assert schema["schema"]["required"] == ["verdict", "rule", "confidence", "rationale"]
@@ -332,10 +333,17 @@ async def test_unknown_price_reports_tokens_but_no_cost(
     assert judge.stats.cost_usd is None
 
 
-async def test_temperature_can_be_left_to_the_model(fake: FakeOpenAI, client: AsyncOpenAI) -> None:
-    spec = DEFAULT.grader.model_copy(update={"temperature": None})
+async def test_temperature_and_output_limit_fit_the_server(
+    fake: FakeOpenAI, client: AsyncOpenAI
+) -> None:
+    spec = DEFAULT.grader.model_copy(
+        update={"temperature": None, "output_limit_param": "max_tokens"}
+    )
     await grader(client, spec).grade(request("GRADE_ALLOW"))
-    assert "temperature" not in chats(fake)[0].body
+    body = chats(fake)[0].body
+    assert "temperature" not in body  # reasoning models accept only their own
+    assert "max_completion_tokens" not in body  # Ollama and LM Studio read max_tokens
+    assert body["max_tokens"] == DEFAULT.grader.max_output_tokens
 
 
 def test_default_rules_allow_refusals_education_fiction_and_history() -> None:

@@ -205,12 +205,16 @@ class OpenAIGrader:
         tokens = sum(estimate_tokens(m["content"]) for m in messages)
         tokens += self._spec.max_output_tokens
 
+        limit = self._spec.max_output_tokens
+        by_completion = self._spec.output_limit_param == "max_completion_tokens"
+
         async def send() -> _RawResponse:
             return await self._client.chat.completions.with_raw_response.create(
                 model=self._model,
                 messages=messages,
                 response_format=self._schema,
-                max_completion_tokens=self._spec.max_output_tokens,
+                max_completion_tokens=limit if by_completion else omit,
+                max_tokens=omit if by_completion else limit,
                 temperature=omit if self._spec.temperature is None else self._spec.temperature,
             )
 
