@@ -22,6 +22,7 @@ from moderation.errors import (
     PolicyError,
     ProviderFatalError,
 )
+from moderation.estimate import RunEstimate, estimate_run
 from moderation.models import (
     Example,
     ExampleResult,
@@ -52,6 +53,7 @@ __all__ = [
     "ProviderFatalError",
     "ProviderStats",
     "Reason",
+    "RunEstimate",
     "RunSummary",
     "Segment",
     "SegmentError",
@@ -59,6 +61,7 @@ __all__ = [
     "Verdict",
     "__version__",
     "builtin_policies",
+    "estimate_run",
     "load_policy",
     "resolve_policy",
     "screen",
