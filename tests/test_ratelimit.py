@@ -163,7 +163,13 @@ async def test_first_request_probes_when_no_limit_is_known() -> None:
 
 async def test_429_pauses_everyone_and_halves_the_rate_then_recovers() -> None:
     vt = VirtualTime()
-    rl = limiter(vt, tokens_per_minute=60_000, recovery_per_second=0.05, decrease_cooldown=1.0)
+    rl = limiter(
+        vt,
+        tokens_per_minute=60_000,
+        recovery_per_second=0.05,
+        decrease_cooldown=1.0,
+        burst_seconds=0.25,  # already at its floor: a 429 cuts the rate
+    )
     assert rl.on_rate_limited(0.5) == 0.5
     assert rl.factor == 0.5
     assert rl.tokens_per_minute == 30_000
@@ -214,7 +220,7 @@ async def test_429_without_retry_after_waits_for_the_exhausted_limit_reset() -> 
 
 async def test_429_drains_the_burst() -> None:
     vt = VirtualTime()
-    rl = limiter(vt, requests_per_minute=60, burst_seconds=5.0)
+    rl = limiter(vt, requests_per_minute=60, burst_seconds=5.0, min_burst_seconds=5.0)
     rl.on_rate_limited(0.0)  # full bucket before; factor 0.5: one request per 2 s now
     start = vt.now
     await rl.acquire(1)
@@ -244,3 +250,32 @@ async def test_pause_is_capped() -> None:
     vt = VirtualTime()
     rl = limiter(vt, requests_per_minute=60, max_pause=30.0)
     assert rl.on_rate_limited(3600.0) == 30.0
+
+
+async def test_first_429s_halve_the_burst_then_the_rate() -> None:
+    """A server that enforces its per-minute limit over a short window rejects a burst
+    it cannot hold; the cure is a smaller burst, not half the rate."""
+    vt = VirtualTime()
+    rl = limiter(vt, requests_per_minute=600, burst_seconds=2.0, decrease_cooldown=0.0)
+    assert rl.burst_seconds == 2.0
+    for expected in (1.0, 0.5, 0.25):
+        rl.on_rate_limited(0.004)
+        vt.now += 0.01
+        assert (rl.burst_seconds, rl.factor) == (expected, 1.0)
+    assert (rl.burst_cuts, rl.decreases) == (3, 0)
+    rl.on_rate_limited(0.004)  # the burst is at its floor: now the rate is the problem
+    assert (rl.burst_seconds, rl.factor, rl.decreases) == (0.25, 0.5, 1)
+    # A quarter second of 300 RPM holds 1.25 requests: after a pause one goes at once
+    # (0.25 left), the next waits 0.15 s for the rest of its request, then one every 0.2 s.
+    vt.now += 10.0
+    start = vt.now
+    for _ in range(3):
+        await rl.acquire(1)
+    assert vt.now - start == pytest.approx(0.35)
+
+
+def test_burst_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="min_burst_seconds"):
+        RateLimiter(burst_seconds=0.1, min_burst_seconds=0.25)
+    with pytest.raises(ValueError, match="min_burst_seconds"):
+        RateLimiter(burst_seconds=0.0)

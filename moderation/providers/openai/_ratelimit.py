@@ -9,9 +9,12 @@ The limits come from the policy and are refined from every response's ``x-rateli
 headers: ``limit-*`` sets the rate (never above what the policy allows), ``remaining-*``
 pulls the buckets down when the server has seen more use than we have (another process
 sharing the key), ``reset-*`` (Go durations such as ``6m0s``) says how long an exhausted
-limit needs. A 429 pauses every caller for the server's ``retry-after`` and halves the
-effective rate (multiplicative decrease); successes then restore it gradually (additive
-increase).
+limit needs. A 429 pauses every caller for the server's ``retry-after``. The first 429s
+halve the burst, not the rate: a server may enforce its per-minute limit over much
+shorter windows (OpenAI: "60,000 requests/minute may be enforced as 1,000
+requests/second"), and a burst that window cannot hold draws 429s at a rate it can.
+Once the burst is at its floor, a 429 halves the effective rate (multiplicative
+decrease); successes then restore it gradually (additive increase).
 """
 
 from __future__ import annotations
@@ -156,6 +159,7 @@ class RateLimiter:
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
         burst_seconds: float = 2.0,
+        min_burst_seconds: float = 0.25,
         decrease_factor: float = 0.5,
         min_factor: float = 0.05,
         recovery_per_second: float = 0.05,
@@ -165,8 +169,8 @@ class RateLimiter:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        if burst_seconds <= 0:
-            raise ValueError("burst_seconds must be positive")
+        if not 0 < min_burst_seconds <= burst_seconds:
+            raise ValueError("need 0 < min_burst_seconds <= burst_seconds")
         if not 0 < decrease_factor < 1 or not 0 < min_factor <= 1:
             raise ValueError("decrease_factor must be in (0, 1) and min_factor in (0, 1]")
         self._configured_rpm = requests_per_minute
@@ -174,6 +178,7 @@ class RateLimiter:
         self._base_rpm = requests_per_minute
         self._base_tpm = tokens_per_minute
         self._burst = burst_seconds
+        self._min_burst = min_burst_seconds
         self._decrease = decrease_factor
         self._min_factor = min_factor
         self._recovery = recovery_per_second
@@ -197,6 +202,8 @@ class RateLimiter:
         """429s reported to this limiter."""
         self.decreases = 0
         """Times the effective rate was cut (at most one per ``decrease_cooldown``)."""
+        self.burst_cuts = 0
+        """Times the burst was halved instead (the first 429s)."""
         self._retune(self._clock())
 
     def now(self) -> float:
@@ -217,6 +224,11 @@ class RateLimiter:
     def tokens_per_minute(self) -> float | None:
         """The effective tokens-per-minute pace, or ``None`` when unknown."""
         return None if self._base_tpm is None else self._base_tpm * self._factor
+
+    @property
+    def burst_seconds(self) -> float:
+        """Seconds of the limit the buckets hold: the most sent at once."""
+        return self._burst
 
     @property
     def blocked_until(self) -> float:
@@ -287,9 +299,9 @@ class RateLimiter:
         self._last_increase = max(self._last_increase, now)
 
     def on_rate_limited(self, retry_after: float | None) -> float:
-        """A 429: pause everyone and cut the rate. Returns the pause in seconds: the
-        server's ``retry-after``, else the exhausted limit's reset, else
-        ``default_pause``; at most ``max_pause``."""
+        """A 429: pause everyone and cut the burst, or once it is at its floor the rate.
+        Returns the pause in seconds: the server's ``retry-after``, else the exhausted
+        limit's reset, else ``default_pause``; at most ``max_pause``."""
         now = self._clock()
         self.rate_limited += 1
         hints = (retry_after, self._exhausted_reset)
@@ -297,9 +309,13 @@ class RateLimiter:
         self._blocked_until = max(self._blocked_until, now + pause)
         # The in-flight requests all come back 429 together: one congestion event.
         if now >= self._quiet_until:
-            self._factor = max(self._min_factor, self._factor * self._decrease)
+            if self._burst > self._min_burst:
+                self._burst = max(self._min_burst, self._burst / 2)
+                self.burst_cuts += 1
+            else:
+                self._factor = max(self._min_factor, self._factor * self._decrease)
+                self.decreases += 1
             self._quiet_until = now + max(pause, self._cooldown)
-            self.decreases += 1
             self._retune(now)
         for bucket in (self._requests, self._tokens):
             if bucket is not None:
