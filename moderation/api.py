@@ -5,6 +5,10 @@
 - :func:`stream` yields one :class:`~moderation.models.ExampleResult` per example, in
   input order, and writes nothing: for callers who route examples themselves.
 
+Each takes ``cache``: a path (or an open :class:`~moderation.cache.ResultCache`) where
+stage answers are kept, so the same call again (after an interruption, or on a dataset
+with a few lines changed) only asks the providers what they have not answered yet.
+
 Both accept files (paths) or in-memory ``records`` (dicts or JSON lines). Configuration
 is checked here, once, before anything is written.
 """
@@ -22,6 +26,7 @@ from typing import Any
 
 from moderation._version import __version__
 from moderation.audit import AuditLog
+from moderation.cache import ResultCache, open_cache
 from moderation.errors import ConfigError
 from moderation.models import Example, ExampleResult
 from moderation.pipeline import Pipeline, PipelineOptions
@@ -39,10 +44,20 @@ from moderation.sinks import OutputDir, example_result
 from moderation.summary import Counts, RunSummary, Tally
 from moderation.tokens import token_method
 
-__all__ = ["PolicyChoice", "ProgressCallback", "resolve_policy", "screen", "screen_sync", "stream"]
+__all__ = [
+    "CacheArg",
+    "PolicyChoice",
+    "ProgressCallback",
+    "resolve_policy",
+    "screen",
+    "screen_sync",
+    "stream",
+]
 
 ProgressCallback = Callable[[Tally, ReadStats], None]
 PathLike = str | os.PathLike[str]
+CacheArg = PathLike | ResultCache | None
+"""Where stage answers are cached: a path, an open cache, or ``None`` for no cache."""
 
 FALLBACK_NOTE = (
     "OPENAI_API_KEY is not set: screened with the 'offline' policy (local detectors only),"
@@ -95,6 +110,9 @@ class _Run:
     max_line_bytes: int
     stats: ReadStats = field(default_factory=ReadStats)
     owns_providers: bool = True
+    cache: ResultCache | None = None
+    owns_cache: bool = False
+    cache_problem: str | None = None
 
     def examples(
         self, paths: Sequence[Path] | None, records: Iterable[Any] | None
@@ -108,7 +126,9 @@ class _Run:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        """Close the providers this run built (injected ones stay the caller's)."""
+        """Close the providers and cache this run opened (injected ones stay the caller's)."""
+        if self.cache is not None and self.owns_cache:
+            self.cache.close()
         if self.owns_providers:
             await self.moderator.aclose()
             if self.grader is not None:
@@ -127,6 +147,7 @@ def _prepare(
     batch_size: int,
     max_line_bytes: int,
     allow_fallback: bool,
+    cache: CacheArg = None,
 ) -> _Run:
     if concurrency < 1:
         raise ConfigError("concurrency must be at least 1")
@@ -143,7 +164,7 @@ def _prepare(
     else:
         choice = resolve_policy(policy, allow_fallback=allow_fallback)
     injected = moderator is not None
-    return _Run(
+    run = _Run(
         choice=choice,
         moderator=moderator or build_moderator(choice.policy.moderation),
         grader=grader if injected else build_grader(choice.policy.grader),
@@ -151,6 +172,13 @@ def _prepare(
         max_line_bytes=max_line_bytes,
         owns_providers=not injected,
     )
+    # Opened last: a configuration error above must leave no file behind.
+    if isinstance(cache, ResultCache):
+        run.cache = cache
+    elif cache is not None:
+        run.cache, run.cache_problem = open_cache(Path(cache))
+        run.owns_cache = True
+    return run
 
 
 async def screen(
@@ -166,6 +194,7 @@ async def screen(
     grader: Grader | None = None,
     progress: ProgressCallback | None = None,
     allow_fallback: bool = True,
+    cache: CacheArg = None,
 ) -> RunSummary:
     """Screen files (``inputs``) or in-memory ``records`` and write the outputs to ``out``.
 
@@ -173,6 +202,8 @@ async def screen(
     :class:`PolicyChoice` of :func:`resolve_policy`); ``None`` picks ``default`` with an
     API key and ``offline`` without (unless ``allow_fallback`` is false). ``moderator`` and
     ``grader`` inject providers (tests, custom backends) in place of the policy's.
+    ``cache`` keeps stage answers (see the module); the outputs are the same with or
+    without it, only the requests differ.
     """
     paths = _input_paths(inputs, records)
     run = _prepare(
@@ -183,6 +214,7 @@ async def screen(
         batch_size=batch_size,
         max_line_bytes=max_line_bytes,
         allow_fallback=allow_fallback,
+        cache=cache,
     )
     async with run:
         started = time.monotonic()
@@ -192,7 +224,9 @@ async def screen(
         try:
             audit = AuditLog(outputs.audit_handle)
             audit.event("run_start", **_run_start(run, input_hashes))
-            pipeline = Pipeline(run.choice.policy, run.moderator, run.grader, run.options)
+            pipeline = Pipeline(
+                run.choice.policy, run.moderator, run.grader, run.options, run.cache
+            )
 
             async def sink(batch: Sequence[Example]) -> None:
                 for example in batch:
@@ -231,8 +265,9 @@ async def stream(
     moderator: Moderator | None = None,
     grader: Grader | None = None,
     allow_fallback: bool = True,
+    cache: CacheArg = None,
 ) -> AsyncIterator[ExampleResult]:
-    """Yield each example's result, in input order, writing no files.
+    """Yield each example's result, in input order, writing no files (but the cache's).
 
     Results carry the parsed record (``example``) so a caller can route it.
     """
@@ -245,9 +280,10 @@ async def stream(
         batch_size=batch_size,
         max_line_bytes=max_line_bytes,
         allow_fallback=allow_fallback,
+        cache=cache,
     )
     queue: asyncio.Queue[list[ExampleResult] | None] = asyncio.Queue(maxsize=max(2, concurrency))
-    pipeline = Pipeline(run.choice.policy, run.moderator, run.grader, run.options)
+    pipeline = Pipeline(run.choice.policy, run.moderator, run.grader, run.options, run.cache)
 
     async def sink(batch: Sequence[Example]) -> None:
         await queue.put([example_result(e) for e in batch])
@@ -328,7 +364,17 @@ def _run_start(run: _Run, input_hashes: dict[str, str]) -> dict[str, Any]:
             else {"name": run.grader.name, "model": run.grader.model},
         },
         "inputs": input_hashes,
+        "cache": _cache_report(run),
     }
+
+
+def _cache_report(run: _Run) -> dict[str, Any] | None:
+    """What the run got from its cache (hits per stage), or why it had none."""
+    if run.cache is not None:
+        return run.cache.report()
+    if run.cache_problem is not None:
+        return {"error": run.cache_problem}
+    return None
 
 
 def _summary(
@@ -351,6 +397,7 @@ def _summary(
         requests=sum(int(p.get("requests", 0)) for p in providers.values()),
         cost_usd=round(sum(float(p.get("cost_usd", 0.0)) for p in providers.values()), 6),
         inputs=input_hashes,
+        cache=_cache_report(run),
         tool={"name": "moderation", "version": __version__},
         run={
             "started_at": started_at.isoformat(timespec="seconds"),
@@ -370,5 +417,6 @@ def _run_end(summary: RunSummary) -> dict[str, Any]:
         "requests": summary.requests,
         "tokens": summary.tokens,
         "cost_usd": summary.cost_usd,
+        "cache": summary.cache,
         "duration_s": summary.run["duration_s"],
     }

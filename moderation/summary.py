@@ -123,6 +123,10 @@ class RunSummary(BaseModel):
     requests: int
     cost_usd: float
     inputs: dict[str, str]
+    cache: dict[str, Any] | None = None
+    """Where stage answers were cached and, per stage, how many came from there
+    (``hits``), were asked for (``misses``) and were stored: why a rerun makes fewer
+    requests. ``None`` when the run used no cache."""
     tool: dict[str, str]
     run: dict[str, Any]
     """Wall-clock facts (start, end, duration, throughput): the only part that differs
