@@ -116,6 +116,8 @@ def render_text(result: GateResult, *, show: int = TEXT_FINDINGS) -> str:
             lines.append(
                 f"  {finding.source}:{finding.line}: {finding.decision}: {_describe(finding)}"
             )
+    if result.failures:
+        lines.append(f"gate failed: {'; '.join(result.failures)}")
     return "\n".join(lines) + "\n"
 
 
