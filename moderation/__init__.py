@@ -10,10 +10,14 @@ Library use::
 
     summary = moderation.screen_sync("train.jsonl", out="screened", policy="offline")
     print(summary.counts.clean, summary.counts.flagged, summary.counts.quarantine)
+
+    result = moderation.gate_sync("train.jsonl", policy="offline", max_flagged="1%")
+    print(result.passed, result.failures)
 """
 
 from moderation._version import __version__
 from moderation.api import PolicyChoice, resolve_policy, screen, screen_sync, stream
+from moderation.cache import ResultCache
 from moderation.errors import (
     ConfigError,
     InputError,
@@ -22,6 +26,7 @@ from moderation.errors import (
     PolicyError,
     ProviderFatalError,
 )
+from moderation.gating import Finding, GateResult, Limit, gate, gate_sync
 from moderation.models import (
     Example,
     ExampleResult,
@@ -40,10 +45,13 @@ __all__ = [
     "Counts",
     "Example",
     "ExampleResult",
+    "Finding",
+    "GateResult",
     "GradeRequest",
     "Grader",
     "InputError",
     "InvariantError",
+    "Limit",
     "ModerationError",
     "Moderator",
     "Policy",
@@ -52,6 +60,7 @@ __all__ = [
     "ProviderFatalError",
     "ProviderStats",
     "Reason",
+    "ResultCache",
     "RunSummary",
     "Segment",
     "SegmentError",
@@ -59,6 +68,8 @@ __all__ = [
     "Verdict",
     "__version__",
     "builtin_policies",
+    "gate",
+    "gate_sync",
     "load_policy",
     "resolve_policy",
     "screen",

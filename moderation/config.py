@@ -19,6 +19,7 @@ Command-line flags override it; built-in defaults fill the rest::
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -86,12 +87,12 @@ class ProjectConfig(BaseModel):
         return (value,) if isinstance(value, str) else value
 
     def path(self, value: str) -> Path:
-        """``value`` relative to the project's folder, shortened to the working
-        directory when it is under it (so reports name ``data/train.jsonl``)."""
+        """``value`` relative to the project's folder, then written relative to the
+        working directory (reports name ``data/train.jsonl``, not an absolute path)."""
         full = self.root / value
         try:
-            return full.relative_to(Path.cwd())
-        except ValueError:
+            return Path(os.path.relpath(full))
+        except ValueError:  # another drive, on Windows
             return full
 
     def input_paths(self) -> list[Path]:
