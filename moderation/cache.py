@@ -54,22 +54,29 @@ _LOOKUP_CHUNK = 500  # under SQLite's bound-parameter limit, on any build
 _log = structlog.get_logger("moderation.cache")
 _SEGMENTS = TypeAdapter(list[SegmentModeration])
 
+# Entries are appended in rowid order; only the index takes the random order of the
+# hashes, and it holds 64-bit integers (a hash's first 8 bytes) rather than 64-character
+# text: a third of the write time. The full hash is stored and compared on every read,
+# so two hashes that share a prefix can only cost a request, never a wrong answer.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS scopes (
-    scope TEXT PRIMARY KEY,
+    id INTEGER PRIMARY KEY,
     stage TEXT NOT NULL,
     provider TEXT NOT NULL,
     model TEXT NOT NULL,
     policy_hash TEXT NOT NULL,
-    tool_version TEXT NOT NULL
+    tool_version TEXT NOT NULL,
+    UNIQUE (stage, provider, model, policy_hash, tool_version)
 );
 CREATE TABLE IF NOT EXISTS entries (
-    scope TEXT NOT NULL,
+    id INTEGER PRIMARY KEY,
+    scope INTEGER NOT NULL REFERENCES scopes (id),
+    key INTEGER NOT NULL,
     hash TEXT NOT NULL,
     value BLOB NOT NULL,
-    created REAL NOT NULL,
-    PRIMARY KEY (scope, hash)
-) WITHOUT ROWID;
+    created INTEGER NOT NULL,
+    UNIQUE (scope, key)
+);
 """
 
 
@@ -150,31 +157,44 @@ class ResultCache:
             row = self._db.execute("SELECT count(*) FROM entries").fetchone()
         else:
             row = self._db.execute(
-                "SELECT count(*) FROM entries JOIN scopes USING (scope) WHERE stage = ?",
+                "SELECT count(*) FROM entries JOIN scopes ON scopes.id = entries.scope"
+                " WHERE stage = ?",
                 (stage,),
             ).fetchone()
         return int(row[0])
 
     def _scope(self, stage: str, provider: str, model: str, policy_hash: str) -> _Scope:
         parts = (stage, provider, model, policy_hash, __version__)
-        scope = hashlib.sha256(orjson.dumps(parts)).hexdigest()[:32]
+        columns = (
+            "stage = ? AND provider = ? AND model = ? AND policy_hash = ? AND tool_version = ?"
+        )
+        scope: int | None = None
         try:
             self._db.execute(
-                "INSERT OR IGNORE INTO scopes VALUES (?, ?, ?, ?, ?, ?)", (scope, *parts)
+                "INSERT OR IGNORE INTO scopes"
+                " (stage, provider, model, policy_hash, tool_version) VALUES (?, ?, ?, ?, ?)",
+                parts,
             )
         except sqlite3.Error as exc:
             self._write_failed(exc)
+        try:
+            row = self._db.execute(f"SELECT id FROM scopes WHERE {columns}", parts).fetchone()
+            scope = None if row is None else int(row[0])
+        except sqlite3.Error as exc:
+            _log.warning("cache_read_failed", path=str(self.path), error=str(exc))
         return _Scope(scope, stage, provider, self.stats.setdefault(stage, StageStats()))
 
-    def _get(self, scope: str, keys: Sequence[str]) -> dict[str, bytes]:
+    def _get(self, scope: int | None, keys: Sequence[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
+        if scope is None:
+            return found
         try:
             for start in range(0, len(keys), _LOOKUP_CHUNK):
                 chunk = keys[start : start + _LOOKUP_CHUNK]
                 marks = ",".join("?" * len(chunk))
                 rows = self._db.execute(
-                    f"SELECT hash, value FROM entries WHERE scope = ? AND hash IN ({marks})",
-                    (scope, *chunk),
+                    f"SELECT hash, value FROM entries WHERE scope = ? AND key IN ({marks})",
+                    (scope, *map(_index_key, chunk)),
                 )
                 found.update((str(k), v) for k, v in rows if isinstance(v, bytes))
         except sqlite3.Error as exc:
@@ -183,14 +203,19 @@ class ResultCache:
             return {}
         return found
 
-    def _put(self, scope: str, items: Iterable[tuple[str, bytes]]) -> int:
-        rows = [(scope, key, value, time.time()) for key, value in items]
-        if not rows or not self._writable:
+    def _put(self, scope: int | None, items: Iterable[tuple[str, bytes]]) -> int:
+        now = int(time.time())
+        rows = [(scope, _index_key(key), key, value, now) for key, value in items]
+        if not rows or scope is None or not self._writable:
             return 0
         try:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)", rows)
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO entries (scope, key, hash, value, created)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    rows,
+                )
         except sqlite3.Error as exc:
             self._write_failed(exc)
             return 0
@@ -202,9 +227,15 @@ class ResultCache:
         self._writable = False
 
 
+def _index_key(hex_hash: str) -> int:
+    """A hash's first 8 bytes as SQLite's signed 64-bit integer."""
+    return int(hex_hash[:16], 16) - (1 << 63)
+
+
 @dataclass(frozen=True, slots=True)
 class _Scope:
-    key: str
+    key: int | None
+    """The scope's row in ``scopes``; ``None`` when the cache could not record it."""
     stage: str
     provider: str
     stats: StageStats

@@ -138,15 +138,18 @@ async def test_damaged_entries_are_misses_and_are_overwritten(tmp_path: Path) ->
     cache = tmp_path / "c.sqlite"
     reference, *_ = await _screen(source, tmp_path / "a", cache)
     with sqlite3.connect(cache) as db:
-        keys = [row[0] for row in db.execute("SELECT hash FROM entries ORDER BY hash LIMIT 3")]
+        keys = [row[0] for row in db.execute("SELECT hash FROM entries ORDER BY hash LIMIT 4")]
         db.execute("UPDATE entries SET value = ? WHERE hash = ?", (b"\xff not json", keys[0]))
         db.execute("UPDATE entries SET value = ? WHERE hash = ?", (b'[{"scores": 1}]', keys[1]))
         db.execute("UPDATE entries SET value = ? WHERE hash = ?", (b"[]", keys[2]))  # wrong count
+        # Another hash with the same 8-byte index key: not this example's answer.
+        other = keys[3][:16] + "0" * 48
+        db.execute("UPDATE entries SET hash = ? WHERE hash = ?", (other, keys[3]))
     db.close()
     files, moderator, _, summary = await _screen(source, tmp_path / "b", cache)
     assert files == reference
-    assert sum(moderator.calls) == 9
-    assert summary["cache"]["moderate"] == {"hits": 7, "misses": 3, "stored": 3, "damaged": 3}
+    assert sum(moderator.calls) == 12
+    assert summary["cache"]["moderate"] == {"hits": 6, "misses": 4, "stored": 4, "damaged": 3}
     _, moderator, _, _ = await _screen(source, tmp_path / "c", cache)
     assert moderator.calls == []
 
