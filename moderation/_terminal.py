@@ -135,6 +135,13 @@ def print_summary(summary: RunSummary, console: Console, *, out: Path | None, to
     )
     if summary.requests:
         table.add_row("requests", f"{summary.requests:,}", f"${summary.cost_usd:.4f} estimated")
+    cache = summary.cache or {}
+    hits = {k: v["hits"] for k, v in cache.items() if isinstance(v, dict) and v.get("hits")}
+    if hits:
+        stages = ", ".join(f"{stage} {n:,}" for stage, n in hits.items())
+        table.add_row("cache", f"{sum(hits.values()):,}", f"answers reused ({stages})")
+    elif "error" in cache:
+        table.add_row("cache", "-", "[yellow]unusable: ran without one")
     console.print(table)
     if out is not None:
         console.print(
