@@ -26,7 +26,7 @@ from typing import Any
 
 from moderation._version import __version__
 from moderation.audit import AuditLog
-from moderation.cache import ResultCache, open_cache
+from moderation.cache import CacheArg, ResultCache, cache_report, open_cache
 from moderation.errors import ConfigError
 from moderation.models import Example, ExampleResult
 from moderation.pipeline import Pipeline, PipelineOptions
@@ -44,20 +44,10 @@ from moderation.sinks import OutputDir, example_result
 from moderation.summary import Counts, RunSummary, Tally
 from moderation.tokens import token_method
 
-__all__ = [
-    "CacheArg",
-    "PolicyChoice",
-    "ProgressCallback",
-    "resolve_policy",
-    "screen",
-    "screen_sync",
-    "stream",
-]
+__all__ = ["PolicyChoice", "ProgressCallback", "resolve_policy", "screen", "screen_sync", "stream"]
 
 ProgressCallback = Callable[[Tally, ReadStats], None]
 PathLike = str | os.PathLike[str]
-CacheArg = PathLike | ResultCache | None
-"""Where stage answers are cached: a path, an open cache, or ``None`` for no cache."""
 
 FALLBACK_NOTE = (
     "OPENAI_API_KEY is not set: screened with the 'offline' policy (local detectors only),"
@@ -364,17 +354,8 @@ def _run_start(run: _Run, input_hashes: dict[str, str]) -> dict[str, Any]:
             else {"name": run.grader.name, "model": run.grader.model},
         },
         "inputs": input_hashes,
-        "cache": _cache_report(run),
+        "cache": cache_report(run.cache, run.cache_problem),
     }
-
-
-def _cache_report(run: _Run) -> dict[str, Any] | None:
-    """What the run got from its cache (hits per stage), or why it had none."""
-    if run.cache is not None:
-        return run.cache.report()
-    if run.cache_problem is not None:
-        return {"error": run.cache_problem}
-    return None
 
 
 def _summary(
@@ -397,7 +378,7 @@ def _summary(
         requests=sum(int(p.get("requests", 0)) for p in providers.values()),
         cost_usd=round(sum(float(p.get("cost_usd", 0.0)) for p in providers.values()), 6),
         inputs=input_hashes,
-        cache=_cache_report(run),
+        cache=cache_report(run.cache, run.cache_problem),
         tool={"name": "moderation", "version": __version__},
         run={
             "started_at": started_at.isoformat(timespec="seconds"),

@@ -22,6 +22,7 @@ a cache is reported and the run goes on without one.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -38,10 +39,12 @@ from moderation.models import Example, Reason, SegmentModeration, Verdict
 
 __all__ = [
     "CACHE_SCHEMA",
+    "CacheArg",
     "GradeCache",
     "ModerationCache",
     "ResultCache",
     "StageStats",
+    "cache_report",
     "grade_key",
     "open_cache",
 ]
@@ -92,7 +95,8 @@ class StageStats:
 
 
 class ResultCache:
-    """One SQLite cache file. Use it from one thread (the run's event loop).
+    """One SQLite cache file. Use it from one thread at a time (the run's event loop);
+    it may be opened in another, e.g. a notebook's main thread.
 
     Prefer :func:`open_cache`, which turns a file that cannot serve as a cache into a
     warning instead of an error.
@@ -101,7 +105,9 @@ class ResultCache:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+        self._db = sqlite3.connect(
+            path, isolation_level=None, timeout=10.0, check_same_thread=False
+        )
         try:
             self._setup()
         except BaseException:
@@ -349,6 +355,17 @@ def _decode_answer(value: bytes) -> Verdict | Reason | None:
     except (orjson.JSONDecodeError, ValidationError):
         return None
     return None
+
+
+CacheArg = str | os.PathLike[str] | ResultCache | None
+"""Where stage answers are cached: a path, an open cache, or ``None`` for no cache."""
+
+
+def cache_report(cache: ResultCache | None, problem: str | None) -> dict[str, Any] | None:
+    """The summary's ``cache`` block: hits per stage, or why there was no cache."""
+    if cache is not None:
+        return cache.report()
+    return None if problem is None else {"error": problem}
 
 
 def open_cache(path: str | Path) -> tuple[ResultCache | None, str | None]:

@@ -24,16 +24,15 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from moderation.api import (
-    CacheArg,
     PathLike,
     PolicyArg,
     ProgressCallback,
-    _cache_report,
     _input_paths,
     _policy_info,
     _prepare,
     _providers,
 )
+from moderation.cache import CacheArg, cache_report
 from moderation.errors import ConfigError
 from moderation.models import DecisionKind, Example
 from moderation.pipeline import Pipeline
@@ -190,7 +189,7 @@ async def gate(
         tally = await pipeline.run(run.examples(paths, records), sink)
         tally.check(run.stats.examples)
         providers = _providers(run)
-        cache_info = _cache_report(run)
+        cache_info = cache_report(run.cache, run.cache_problem)
     counts = Counts(**tally.counts(run.stats.examples))
     failures = [
         f"{name}: {found:,} of {counts.input:,} examples, limit {limit}"

@@ -90,6 +90,8 @@ async def test_a_second_run_asks_only_what_failed_and_writes_the_same_bytes(
     assert summary2["cache"]["moderate"] == {"hits": 90, "misses": 15, "stored": 0, "damaged": 0}
     assert summary2["cache"]["grade"] == {"hits": 45, "misses": 0, "stored": 0, "damaged": 0}
     assert summary1["cache"]["moderate"]["stored"] == 90
+    with ResultCache(cache) as opened:
+        assert (opened.count("moderate"), opened.count("grade"), opened.count()) == (90, 45, 135)
     assert summary2["counts"] == summary1["counts"]
     assert summary2["requests"] == 2  # one call per batch (of 64), for the failed ones
 
