@@ -45,6 +45,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def _limit(text: str) -> str:
     try:
         Limit.parse(text)
@@ -55,11 +62,16 @@ def _limit(text: str) -> str:
 
 def _common(command: argparse.ArgumentParser) -> None:
     """Options ``run`` and ``gate`` share; unset ones come from [tool.moderation]."""
-    command.add_argument("--concurrency", type=_positive, help="batches in flight (default 8)")
-    command.add_argument("--batch-size", type=_positive, help="examples per batch (default 64)")
+    command.add_argument(
+        "--concurrency", type=_positive, metavar="N", help="batches in flight (default 8)"
+    )
+    command.add_argument(
+        "--batch-size", type=_positive, metavar="N", help="examples per batch (default 64)"
+    )
     command.add_argument(
         "--max-line-bytes",
         type=_positive,
+        metavar="N",
         help=f"quarantine longer lines unread (default {DEFAULT_MAX_LINE_BYTES})",
     )
     cache = command.add_mutually_exclusive_group()
@@ -115,7 +127,10 @@ def _parser() -> argparse.ArgumentParser:
         )
     ci.add_argument("--format", choices=("text", "json", "github"), default="text")
     ci.add_argument(
-        "--show", type=int, metavar="N", help="findings listed (text 20) or annotated (github 50)"
+        "--show",
+        type=_non_negative,
+        metavar="N",
+        help="findings listed (text 20) or annotated (github 50)",
     )
     _common(ci)
     ci.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
