@@ -10,10 +10,14 @@ Library use::
 
     summary = moderation.screen_sync("train.jsonl", out="screened", policy="offline")
     print(summary.counts.clean, summary.counts.flagged, summary.counts.quarantine)
+
+    result = moderation.gate_sync("train.jsonl", policy="offline", max_flagged="1%")
+    print(result.passed, result.failures)
 """
 
 from moderation._version import __version__
 from moderation.api import PolicyChoice, resolve_policy, screen, screen_sync, stream
+from moderation.cache import ResultCache
 from moderation.errors import (
     ConfigError,
     InputError,
@@ -23,6 +27,7 @@ from moderation.errors import (
     ProviderFatalError,
 )
 from moderation.estimate import RunEstimate, estimate_run
+from moderation.gating import Finding, GateResult, Limit, gate, gate_sync
 from moderation.models import (
     Example,
     ExampleResult,
@@ -41,10 +46,13 @@ __all__ = [
     "Counts",
     "Example",
     "ExampleResult",
+    "Finding",
+    "GateResult",
     "GradeRequest",
     "Grader",
     "InputError",
     "InvariantError",
+    "Limit",
     "ModerationError",
     "Moderator",
     "Policy",
@@ -53,6 +61,7 @@ __all__ = [
     "ProviderFatalError",
     "ProviderStats",
     "Reason",
+    "ResultCache",
     "RunEstimate",
     "RunSummary",
     "Segment",
@@ -62,6 +71,8 @@ __all__ = [
     "__version__",
     "builtin_policies",
     "estimate_run",
+    "gate",
+    "gate_sync",
     "load_policy",
     "resolve_policy",
     "screen",

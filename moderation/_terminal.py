@@ -145,6 +145,13 @@ def print_summary(summary: RunSummary, console: Console, *, out: Path | None, to
             f"{info['requests']:,}",
             f"{info['name']} {info['model']}, {tokens:,} tokens, {spent}",
         )
+    cache = summary.cache or {}
+    hits = {k: v["hits"] for k, v in cache.items() if isinstance(v, dict) and v.get("hits")}
+    if hits:
+        stages = ", ".join(f"{stage} {n:,}" for stage, n in hits.items())
+        table.add_row("cache", f"{sum(hits.values()):,}", f"answers reused ({stages})")
+    elif "error" in cache:
+        table.add_row("cache", "-", "[yellow]unusable: ran without one")
     console.print(table)
     if out is not None:
         console.print(

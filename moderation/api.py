@@ -5,6 +5,10 @@
 - :func:`stream` yields one :class:`~moderation.models.ExampleResult` per example, in
   input order, and writes nothing: for callers who route examples themselves.
 
+Each takes ``cache``: a path (or an open :class:`~moderation.cache.ResultCache`) where
+stage answers are kept, so the same call again (after an interruption, or on a dataset
+with a few lines changed) only asks the providers what they have not answered yet.
+
 Both accept files (paths) or in-memory ``records`` (dicts or JSON lines). Configuration
 is checked here, once, before anything is written.
 """
@@ -22,6 +26,7 @@ from typing import Any
 
 from moderation._version import __version__
 from moderation.audit import AuditLog
+from moderation.cache import CacheArg, ResultCache, cache_report, open_cache
 from moderation.errors import ConfigError
 from moderation.models import Example, ExampleResult
 from moderation.pipeline import Pipeline, PipelineOptions
@@ -99,6 +104,9 @@ class _Run:
     max_line_bytes: int
     stats: ReadStats = field(default_factory=ReadStats)
     owns_providers: bool = True
+    cache: ResultCache | None = None
+    owns_cache: bool = False
+    cache_problem: str | None = None
 
     def examples(
         self, paths: Sequence[Path] | None, records: Iterable[Any] | None
@@ -112,7 +120,9 @@ class _Run:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        """Close the providers this run built (injected ones stay the caller's)."""
+        """Close the providers and cache this run opened (injected ones stay the caller's)."""
+        if self.cache is not None and self.owns_cache:
+            self.cache.close()
         if self.owns_providers:
             await self.moderator.aclose()
             if self.grader is not None:
@@ -131,6 +141,7 @@ def _prepare(
     batch_size: int,
     max_line_bytes: int,
     allow_fallback: bool,
+    cache: CacheArg = None,
 ) -> _Run:
     if concurrency < 1:
         raise ConfigError("concurrency must be at least 1")
@@ -147,7 +158,7 @@ def _prepare(
     else:
         choice = resolve_policy(policy, allow_fallback=allow_fallback)
     injected = moderator is not None
-    return _Run(
+    run = _Run(
         choice=choice,
         moderator=moderator or build_moderator(choice.policy.moderation),
         grader=grader if injected else build_grader(choice.policy.grader),
@@ -155,6 +166,13 @@ def _prepare(
         max_line_bytes=max_line_bytes,
         owns_providers=not injected,
     )
+    # Opened last: a configuration error above must leave no file behind.
+    if isinstance(cache, ResultCache):
+        run.cache = cache
+    elif cache is not None:
+        run.cache, run.cache_problem = open_cache(Path(cache))
+        run.owns_cache = True
+    return run
 
 
 async def screen(
@@ -170,6 +188,7 @@ async def screen(
     grader: Grader | None = None,
     progress: ProgressCallback | None = None,
     allow_fallback: bool = True,
+    cache: CacheArg = None,
 ) -> RunSummary:
     """Screen files (``inputs``) or in-memory ``records`` and write the outputs to ``out``.
 
@@ -177,6 +196,8 @@ async def screen(
     :class:`PolicyChoice` of :func:`resolve_policy`); ``None`` picks ``default`` with an
     API key and ``offline`` without (unless ``allow_fallback`` is false). ``moderator`` and
     ``grader`` inject providers (tests, custom backends) in place of the policy's.
+    ``cache`` keeps stage answers (see the module); the outputs are the same with or
+    without it, only the requests differ.
     """
     paths = _input_paths(inputs, records)
     run = _prepare(
@@ -187,6 +208,7 @@ async def screen(
         batch_size=batch_size,
         max_line_bytes=max_line_bytes,
         allow_fallback=allow_fallback,
+        cache=cache,
     )
     async with run:
         started = time.monotonic()
@@ -196,7 +218,9 @@ async def screen(
         try:
             audit = AuditLog(outputs.audit_handle)
             audit.event("run_start", **_run_start(run, input_hashes))
-            pipeline = Pipeline(run.choice.policy, run.moderator, run.grader, run.options)
+            pipeline = Pipeline(
+                run.choice.policy, run.moderator, run.grader, run.options, run.cache
+            )
 
             async def sink(batch: Sequence[Example]) -> None:
                 for example in batch:
@@ -235,8 +259,9 @@ async def stream(
     moderator: Moderator | None = None,
     grader: Grader | None = None,
     allow_fallback: bool = True,
+    cache: CacheArg = None,
 ) -> AsyncIterator[ExampleResult]:
-    """Yield each example's result, in input order, writing no files.
+    """Yield each example's result, in input order, writing no files (but the cache's).
 
     Results carry the parsed record (``example``) so a caller can route it.
     """
@@ -249,9 +274,10 @@ async def stream(
         batch_size=batch_size,
         max_line_bytes=max_line_bytes,
         allow_fallback=allow_fallback,
+        cache=cache,
     )
     queue: asyncio.Queue[list[ExampleResult] | None] = asyncio.Queue(maxsize=max(2, concurrency))
-    pipeline = Pipeline(run.choice.policy, run.moderator, run.grader, run.options)
+    pipeline = Pipeline(run.choice.policy, run.moderator, run.grader, run.options, run.cache)
 
     async def sink(batch: Sequence[Example]) -> None:
         await queue.put([example_result(e) for e in batch])
@@ -332,6 +358,7 @@ def _run_start(run: _Run, input_hashes: dict[str, str]) -> dict[str, Any]:
             else {"name": run.grader.name, "model": run.grader.model},
         },
         "inputs": input_hashes,
+        "cache": cache_report(run.cache, run.cache_problem),
     }
 
 
@@ -355,6 +382,7 @@ def _summary(
         requests=sum(int(p.get("requests", 0)) for p in providers.values()),
         cost_usd=_total_cost(providers),
         inputs=input_hashes,
+        cache=cache_report(run.cache, run.cache_problem),
         tool={"name": "moderation", "version": __version__},
         run={
             "started_at": started_at.isoformat(timespec="seconds"),
@@ -382,5 +410,6 @@ def _run_end(summary: RunSummary) -> dict[str, Any]:
         "requests": summary.requests,
         "tokens": summary.tokens,
         "cost_usd": summary.cost_usd,
+        "cache": summary.cache,
         "duration_s": summary.run["duration_s"],
     }

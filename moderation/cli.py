@@ -1,8 +1,12 @@
-"""The command line: ``moderation run | validate``, a thin layer over :mod:`moderation.api`.
+"""The command line: ``moderation run | gate | validate``, a thin layer over
+:mod:`moderation.api` and :mod:`moderation.gating`.
 
-Exit status: ``0`` success, ``1`` the data failed (``validate`` found invalid
-examples), ``2`` usage, configuration or input error, ``3`` an internal error (a bug),
-``130`` interrupted.
+Settings come from the flags, then ``[tool.moderation]`` in the nearest
+``pyproject.toml`` (:mod:`moderation.config`), then the defaults.
+
+Exit status: ``0`` success, ``1`` the data failed (``gate`` found too many flagged or
+quarantined examples, ``validate`` found invalid ones), ``2`` usage, configuration or
+input error, ``3`` an internal error (a bug), ``130`` interrupted.
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ import structlog
 from moderation._terminal import ProgressReporter, print_summary, stderr_console
 from moderation._version import __version__
 from moderation.api import resolve_policy, screen
+from moderation.config import Settings, find_project_config, settings
 from moderation.errors import ConfigError, InvariantError, ModerationError
+from moderation.gate_report import emit, github_error
+from moderation.gating import Limit, gate
 from moderation.reader import DEFAULT_MAX_LINE_BYTES, ReadStats, check_inputs, read_examples
 from moderation.tokens import token_method
 from moderation.validate import validate
@@ -36,6 +43,42 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _limit(text: str) -> str:
+    try:
+        Limit.parse(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _common(command: argparse.ArgumentParser) -> None:
+    """Options ``run`` and ``gate`` share; unset ones come from [tool.moderation]."""
+    command.add_argument(
+        "--concurrency", type=_positive, metavar="N", help="batches in flight (default 8)"
+    )
+    command.add_argument(
+        "--batch-size", type=_positive, metavar="N", help="examples per batch (default 64)"
+    )
+    command.add_argument(
+        "--max-line-bytes",
+        type=_positive,
+        metavar="N",
+        help=f"quarantine longer lines unread (default {DEFAULT_MAX_LINE_BYTES})",
+    )
+    cache = command.add_mutually_exclusive_group()
+    cache.add_argument("--cache", type=Path, metavar="PATH", help="the result cache (SQLite)")
+    cache.add_argument(
+        "--no-cache", action="store_true", help="neither read nor write the result cache"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Screen INPUT files and write clean.jsonl, flagged.jsonl,"
         " quarantine.jsonl, audit.jsonl and summary.json to --out.",
     )
-    run.add_argument("inputs", nargs="+", metavar="INPUT", help="JSONL or .jsonl.gz files")
+    run.add_argument("inputs", nargs="*", metavar="INPUT", help="JSONL or .jsonl.gz files")
     run.add_argument(
         "--out", type=Path, metavar="DIR", help="output directory (required unless --dry-run)"
     )
@@ -63,18 +106,7 @@ def _parser() -> argparse.ArgumentParser:
         help="built-in pack (default, offline) or a policy file; without it: 'default'"
         " when OPENAI_API_KEY is set, else 'offline'",
     )
-    run.add_argument(
-        "--concurrency", type=_positive, default=8, help="batches in flight (default 8)"
-    )
-    run.add_argument(
-        "--batch-size", type=_positive, default=64, help="examples per batch (default 64)"
-    )
-    run.add_argument(
-        "--max-line-bytes",
-        type=_positive,
-        default=DEFAULT_MAX_LINE_BYTES,
-        help=f"quarantine longer lines unread (default {DEFAULT_MAX_LINE_BYTES})",
-    )
+    _common(run)
     run.add_argument("--quiet", action="store_true", help="no progress and no table")
     run.add_argument(
         "--dry-run",
@@ -82,17 +114,43 @@ def _parser() -> argparse.ArgumentParser:
         help="read and validate, then estimate requests, tokens and cost; call no API",
     )
 
+    ci = commands.add_parser(
+        "gate",
+        help="the CI gate: exit 1 when a dataset has too many flagged or quarantined examples",
+        description="Screen INPUT files (writing no outputs) and exit 0 when the flagged and"
+        " quarantined examples are within the limits, 1 when not, 2 on a usage,"
+        " configuration or input error. Never falls back to a weaker policy.",
+    )
+    ci.add_argument("inputs", nargs="*", metavar="INPUT", help="JSONL or .jsonl.gz files")
+    ci.add_argument(
+        "--policy", metavar="NAME|PATH", help="built-in pack or policy file (default: default)"
+    )
+    for name in ("flagged", "quarantined"):
+        ci.add_argument(
+            f"--max-{name}",
+            type=_limit,
+            metavar="N|P%",
+            help=f"most {name} examples allowed: a count or a percentage (default 0)",
+        )
+    ci.add_argument("--format", choices=("text", "json", "github"), default="text")
+    ci.add_argument(
+        "--show",
+        type=_non_negative,
+        metavar="N",
+        help="findings listed (text 20) or annotated (github 50)",
+    )
+    _common(ci)
+    ci.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
     check = commands.add_parser(
         "validate",
         help="check the format of datasets offline, with token counts",
         description="Check INPUT files against the fine-tuning formats, offline: no API"
         " call. Exit 1 when any example is invalid.",
     )
-    check.add_argument("inputs", nargs="+", metavar="INPUT")
+    check.add_argument("inputs", nargs="*", metavar="INPUT")
     check.add_argument("--format", choices=("text", "json"), default="text")
-    check.add_argument(
-        "--max-line-bytes", type=_positive, default=DEFAULT_MAX_LINE_BYTES, help=argparse.SUPPRESS
-    )
+    check.add_argument("--max-line-bytes", type=_positive, help=argparse.SUPPRESS)
     check.add_argument(
         "--show", type=int, default=20, metavar="N", help="list the first N problems (default 20)"
     )
@@ -108,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args, console)
+        if args.command == "gate":
+            return _gate(args)
         return _validate(args)
     except KeyboardInterrupt:
         console.print("[yellow]moderation: interrupted; no output was finished[/]")
@@ -121,53 +181,81 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, console: Any) -> int:
-    paths = check_inputs(args.inputs)
+    opts = settings("run", vars(args), find_project_config())
+    paths = check_inputs(opts.inputs)
     if args.dry_run:
-        return _dry_run(args, paths)
-    if args.out is None:
-        raise ConfigError("run needs --out DIR (or --dry-run to estimate only)")
-    choice = resolve_policy(args.policy)
+        return _dry_run(opts, paths)
+    assert opts.out is not None  # settings() requires it for run
+    choice = resolve_policy(opts.policy)
     if choice.fallback:
         console.print(f"[bold yellow]WARNING:[/] {choice.fallback}")
     with ProgressReporter(paths, enabled=not args.quiet) as progress:
         summary = asyncio.run(
             screen(
                 paths,
-                out=args.out,
+                out=opts.out,
                 policy=choice,
-                concurrency=args.concurrency,
-                batch_size=args.batch_size,
-                max_line_bytes=args.max_line_bytes,
+                concurrency=opts.concurrency,
+                batch_size=opts.batch_size,
+                max_line_bytes=opts.max_line_bytes,
                 progress=progress,
                 allow_fallback=True,
+                cache=opts.cache,
             )
         )
     if not args.quiet:
         from rich.console import Console
 
-        print_summary(summary, Console(highlight=False), out=args.out)
+        print_summary(summary, Console(highlight=False), out=opts.out)
     if choice.fallback:
         console.print(f"[bold yellow]WARNING:[/] {choice.fallback}")
     return EXIT_OK
 
 
-def _dry_run(args: argparse.Namespace, paths: list[Path]) -> int:
+def _dry_run(opts: Settings, paths: list[Path]) -> int:
     from rich.console import Console
 
     from moderation._terminal import print_estimate
     from moderation.estimate import estimate_run
 
     # The estimate is of the policy a key would give: without --policy, 'default'.
-    choice = resolve_policy(args.policy, allow_fallback=False, require_key=False)
+    choice = resolve_policy(opts.policy, allow_fallback=False, require_key=False)
     estimate = estimate_run(
-        paths, choice.policy, batch_size=args.batch_size, max_line_bytes=args.max_line_bytes
+        paths, choice.policy, batch_size=opts.batch_size, max_line_bytes=opts.max_line_bytes
     )
     print_estimate(estimate, Console(highlight=False))
     return EXIT_OK
 
 
+def _gate(args: argparse.Namespace) -> int:
+    try:
+        opts = settings("gate", vars(args), find_project_config())
+        paths = check_inputs(opts.inputs)
+        with ProgressReporter(paths, enabled=not args.quiet) as progress:
+            result = asyncio.run(
+                gate(
+                    paths,
+                    policy=opts.policy,
+                    max_flagged=opts.max_flagged,
+                    max_quarantined=opts.max_quarantined,
+                    cache=opts.cache,
+                    concurrency=opts.concurrency,
+                    batch_size=opts.batch_size,
+                    max_line_bytes=opts.max_line_bytes,
+                    progress=progress,
+                )
+            )
+    except ModerationError as exc:
+        if args.format == "github":
+            print(github_error(str(exc)), flush=True)
+        raise
+    emit(result, args.format, show=args.show)
+    return EXIT_OK if result.passed else EXIT_FAILED
+
+
 def _validate(args: argparse.Namespace) -> int:
-    paths = check_inputs(args.inputs)
+    opts = settings("validate", vars(args), find_project_config())
+    paths = check_inputs(opts.inputs)
     report: dict[str, Any] = {"files": {}, "token_method": token_method()}
     invalid_total = 0
     shown: list[dict[str, Any]] = []
@@ -177,7 +265,7 @@ def _validate(args: argparse.Namespace) -> int:
         problems: Counter[str] = Counter()
         warnings: Counter[str] = Counter()
         tokens = invalid = 0
-        for example in read_examples([path], stats=stats, max_line_bytes=args.max_line_bytes):
+        for example in read_examples([path], stats=stats, max_line_bytes=opts.max_line_bytes):
             validate(example)
             formats[example.format or "unrecognized"] += 1
             tokens += example.tokens

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import structlog
 
+from moderation.cache import GradeCache
 from moderation.errors import ProviderFatalError
 from moderation.models import Example, Reason, Verdict
 from moderation.policy import GraderSpec
@@ -30,8 +31,16 @@ def needs_grading(example: Example, spec: GraderSpec) -> bool:
     return bool(example.escalations) or spec.sees == "all"
 
 
-async def grade_batch(examples: Sequence[Example], grader: Grader | None, spec: GraderSpec) -> None:
-    """Grade the examples of a batch that need it, concurrently (the grader bounds it)."""
+async def grade_batch(
+    examples: Sequence[Example],
+    grader: Grader | None,
+    spec: GraderSpec,
+    cache: GradeCache | None = None,
+) -> None:
+    """Grade the examples of a batch that need it, concurrently (the grader bounds it).
+
+    With a ``cache``, examples it has answered are not sent, and new answers are stored.
+    """
     todo = [e for e in examples if needs_grading(e, spec)]
     if not todo:
         return
@@ -43,6 +52,10 @@ async def grade_batch(examples: Sequence[Example], grader: Grader | None, spec: 
                 detail={"why": "the policy escalates this example but has no grader"},
             )
         return
+    if cache is not None:
+        todo = cache.restore(todo)
+        if not todo:
+            return
     rules = tuple(rule.model_dump(mode="json") for rule in spec.rules)
     answers = await asyncio.gather(
         *(_grade_one(example, grader, rules) for example in todo), return_exceptions=True
@@ -63,6 +76,8 @@ async def grade_batch(examples: Sequence[Example], grader: Grader | None, spec: 
             example.grade_error = answer
         else:
             example.verdict = answer
+    if cache is not None:
+        cache.store(todo)
 
 
 async def _grade_one(

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import structlog
 
+from moderation.cache import ModerationCache
 from moderation.errors import ProviderFatalError
 from moderation.models import Example, Reason, Segment, SegmentError, SegmentModeration
 from moderation.policy import ModerationSpec
@@ -24,11 +25,16 @@ _log = structlog.get_logger("moderation.moderate")
 
 
 async def moderate_batch(
-    examples: Sequence[Example], moderator: Moderator, spec: ModerationSpec
+    examples: Sequence[Example],
+    moderator: Moderator,
+    spec: ModerationSpec,
+    cache: ModerationCache | None = None,
 ) -> None:
-    """Moderate the valid examples of a batch in one provider call, then assess each."""
+    """Moderate the valid examples of a batch in one provider call, then assess each.
+
+    With a ``cache``, examples it has answered are not sent, and new answers are stored.
+    """
     todo: list[Example] = []
-    segments: list[Segment] = []
     for example in examples:
         if not example.valid:
             continue
@@ -43,7 +49,10 @@ async def moderate_batch(
             )
         example.moderated = chosen
         todo.append(example)
-        segments.extend(chosen)
+    asking = [e for e in todo if e.moderated]
+    if cache is not None and asking:
+        asking = cache.restore(asking)
+    segments: list[Segment] = [s for e in asking for s in e.moderated]
     if not segments:
         for example in todo:
             assess(example, spec)
@@ -68,10 +77,13 @@ async def moderate_batch(
             f" for {len(segments)} segments"
         )
     position = 0
-    for example in todo:
+    for example in asking:
         count = len(example.moderated)
         example.moderation = list(results[position : position + count])
         position += count
+    if cache is not None:
+        cache.store(asking)
+    for example in todo:
         assess(example, spec)
 
 

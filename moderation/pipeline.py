@@ -15,6 +15,7 @@ import itertools
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from moderation.cache import ResultCache
 from moderation.grade import grade_batch
 from moderation.models import Example
 from moderation.moderate import moderate_batch
@@ -42,7 +43,10 @@ class PipelineOptions:
 
 
 class Pipeline:
-    """Runs examples through the stages with the injected providers."""
+    """Runs examples through the stages with the injected providers.
+
+    With a ``cache``, each stage asks it first and only sends what it cannot answer.
+    """
 
     def __init__(
         self,
@@ -50,12 +54,19 @@ class Pipeline:
         moderator: Moderator,
         grader: Grader | None = None,
         options: PipelineOptions | None = None,
+        cache: ResultCache | None = None,
     ) -> None:
         self.policy = policy
         self.moderator = moderator
         self.grader = grader
         self.options = options or PipelineOptions()
         self.tally = Tally()
+        self._moderation_cache = None
+        self._grade_cache = None
+        if cache is not None:
+            self._moderation_cache = cache.moderation(moderator.name, moderator.model, policy.hash)
+            if grader is not None:
+                self._grade_cache = cache.grading(grader.name, grader.model, policy.hash)
 
     async def run(self, examples: Iterable[Example], sink: BatchSink) -> Tally:
         """Decide every example and hand each batch, in input order, to ``sink``."""
@@ -88,8 +99,8 @@ class Pipeline:
         await ordered.put(None)
 
     async def _decide(self, batch: list[Example]) -> Sequence[Example]:
-        await moderate_batch(batch, self.moderator, self.policy.moderation)
-        await grade_batch(batch, self.grader, self.policy.grader)
+        await moderate_batch(batch, self.moderator, self.policy.moderation, self._moderation_cache)
+        await grade_batch(batch, self.grader, self.policy.grader, self._grade_cache)
         for example in batch:
             route(example, self.policy.grader)
         return batch

@@ -2,8 +2,9 @@
 
 Every file is written under a temporary name (``.NAME.partial``) and renamed into place
 only when the run completes, ``summary.json`` last: a directory holds a finished run
-exactly when it holds ``summary.json``. A run that is interrupted leaves only
-``.partial`` files, which the next run overwrites.
+exactly when it holds ``summary.json``. A run starts by removing a previous run's
+outputs, so one that is interrupted leaves only ``.partial`` files, which the next
+run overwrites.
 """
 
 from __future__ import annotations
@@ -93,8 +94,10 @@ class OutputDir:
             for path in inputs:
                 if path.resolve() in finals:
                     raise ConfigError(f"{path}: refusing to write an output over an input")
-        # A finished-looking directory must not survive a run that does not finish.
-        (out / "summary.json").unlink(missing_ok=True)
+        # A finished-looking directory must not survive a run that does not finish: not
+        # the summary, nor a previous run's data files beside this run's partial ones.
+        for name in reversed(OUTPUT_FILES):
+            (out / name).unlink(missing_ok=True)
         self._handles: dict[str, IO[bytes]] = {}
         for name in OUTPUT_FILES[:4]:
             self._handles[name] = self._partial(name).open("wb", buffering=1 << 20)

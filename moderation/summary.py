@@ -124,6 +124,10 @@ class RunSummary(BaseModel):
     cost_usd: float | None
     """Estimated USD for the run; ``None`` when a model's price is unknown."""
     inputs: dict[str, str]
+    cache: dict[str, Any] | None = None
+    """Where stage answers were cached and, per stage, how many came from there
+    (``hits``), were asked for (``misses``) and were stored: why a rerun makes fewer
+    requests. ``None`` when the run used no cache."""
     tool: dict[str, str]
     run: dict[str, Any]
     """Wall-clock facts (start, end, duration, throughput): the only part that differs

@@ -41,7 +41,13 @@ def test_quickstart_writes_the_five_outputs_and_warns_about_the_fallback(tmp_pat
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert {p.name for p in (tmp_path / "out").iterdir()} == OUTPUTS
+    cache = {
+        ".moderation-cache.sqlite",
+        ".moderation-cache.sqlite-wal",
+        ".moderation-cache.sqlite-shm",
+    }
+    assert {p.name for p in (tmp_path / "out").iterdir()} - cache == OUTPUTS
+    assert (tmp_path / "out" / ".moderation-cache.sqlite").is_file()
     assert "OPENAI_API_KEY is not set" in proc.stderr
     summary = orjson.loads((tmp_path / "out" / "summary.json").read_bytes())
     assert summary["fallback"] and "offline" in summary["fallback"]
