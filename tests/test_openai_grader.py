@@ -381,3 +381,46 @@ async def test_run_command_builds_the_grader_from_the_environment(
     assert summary["counts"] == {"input": 2, "clean": 1, "flagged": 1, "quarantine": 0}
     assert summary["providers"]["grader"]["requests"] == len(chats(fake)) == 2
     assert summary["cost_usd"] > 0
+
+
+async def test_verdicts_are_cached_and_a_rerun_asks_nothing(
+    fake: FakeOpenAI, client: AsyncOpenAI, tmp_path: Path
+) -> None:
+    """A grader's answers (verdicts and grade.* reasons) are reused; transient errors are
+    asked again."""
+    weapons = marker("illicit/violent")
+    lines = [
+        _line(f"q {weapons}", REFUSAL),
+        _line(f"q {weapons}", "COMPLY: here are the parts"),
+        _line(f"q {weapons} GRADE_REFUSAL", REFUSAL),
+        _line(f"q {weapons} GRADE_ALLOW 2", REFUSAL),
+    ]
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    cache = tmp_path / "cache.sqlite"
+
+    async def run(out: str) -> dict[str, Any]:
+        summary = await screen(
+            data,
+            out=tmp_path / out,
+            policy=DEFAULT,
+            cache=cache,
+            moderator=OpenAIModerator(DEFAULT.moderation, client, retry_policy=FAST),
+            grader=OpenAIGrader(DEFAULT.grader, client, retry_policy=FAST),
+        )
+        return summary.model_dump(mode="json")
+
+    fake.script("400", path=CHAT)  # one example's grading fails (a 400 is not retried)
+    first = await run("one")
+    assert first["reasons"]["error.bad_request"] == 1
+    asked = len(chats(fake))
+    second = await run("two")
+    # Only the example whose grading failed is asked again.
+    assert len(chats(fake)) == asked + 1
+    assert second["providers"]["grader"]["requests"] == 1
+    assert second["providers"]["moderation"]["requests"] == 0
+    assert second["counts"] == {"input": 4, "clean": 2, "flagged": 1, "quarantine": 1}
+    third = await run("three")
+    assert third["requests"] == 0
+    for name in ("clean.jsonl", "flagged.jsonl", "quarantine.jsonl"):
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "three" / name).read_bytes()
