@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+import traceback
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,11 +19,14 @@ from typing import Any
 
 import orjson
 import structlog
+from rich.markup import escape
 
+from moderation._redact import redact_text
 from moderation._terminal import ProgressReporter, print_summary, stderr_console
 from moderation._version import __version__
 from moderation.api import resolve_policy, screen
 from moderation.errors import InvariantError, ModerationError
+from moderation.logs import DEFAULT_LOG_LEVEL, LOG_LEVELS, configure_logging
 from moderation.reader import DEFAULT_MAX_LINE_BYTES, ReadStats, check_inputs, read_examples
 from moderation.tokens import token_method
 from moderation.validate import validate
@@ -29,6 +34,8 @@ from moderation.validate import validate
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+_log = structlog.get_logger("moderation.cli")
 
 
 def _positive(text: str) -> int:
@@ -38,6 +45,24 @@ def _positive(text: str) -> int:
     return value
 
 
+_LOG_LEVEL_HELP = f"debug, info or warning (default {DEFAULT_LOG_LEVEL}); credentials are redacted"
+
+# Options every command takes, before or after its name. In the commands their default
+# is SUPPRESS, so that a value given before the command name is not reset by them.
+_SHARED = argparse.ArgumentParser(add_help=False)
+_SHARED.add_argument(
+    "--log-level", choices=tuple(LOG_LEVELS), default=argparse.SUPPRESS, help=_LOG_LEVEL_HELP
+)
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """The parser of every (sub)command: it always inherits the shared options."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs["parents"] = [*kwargs.get("parents", ()), _SHARED]
+        super().__init__(**kwargs)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moderation",
@@ -45,7 +70,12 @@ def _parser() -> argparse.ArgumentParser:
         " LLM policy check, before you train on them or upload them.",
     )
     parser.add_argument("--version", action="version", version=f"moderation {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument(
+        "--log-level", choices=tuple(LOG_LEVELS), default=DEFAULT_LOG_LEVEL, help=_LOG_LEVEL_HELP
+    )
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser
+    )
 
     run = commands.add_parser(
         "run",
@@ -96,7 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``moderation`` command."""
     args = _parser().parse_args(argv)
     # Diagnostics go to stderr: stdout carries results (the table, `--format json`).
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    configure_logging(args.log_level)
+    _log.debug(
+        "command",
+        **{k: v if isinstance(v, int | str | None) else str(v) for k, v in vars(args).items()},
+        openai_base_url=os.environ.get("OPENAI_BASE_URL"),
+        openai_api_key_set=bool(os.environ.get("OPENAI_API_KEY")),
+    )
     console = stderr_console()
     try:
         if args.command == "run":
@@ -106,11 +142,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print("[yellow]moderation: interrupted; no output was finished[/]")
         return EXIT_INTERRUPTED
     except InvariantError as exc:
-        console.print(f"[red]moderation: internal error: {exc}[/]")
+        console.print(f"[red]moderation: internal error:[/] {_safe(exc)}")
         return EXIT_BUG
     except ModerationError as exc:
-        console.print(f"[red]moderation: error:[/] {exc}", markup=True, highlight=False)
+        # A provider's message can quote a (masked) key: it goes out redacted.
+        console.print(f"[red]moderation: error:[/] {_safe(exc)}", highlight=False)
         return EXIT_USAGE
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        console.print(f"[red]moderation: error:[/] {_safe(where + (exc.strerror or ''))}")
+        return EXIT_USAGE
+    except Exception as exc:
+        console.print(f"[red]moderation: internal error (a bug):[/] {escape(_bug(exc, args))}")
+        return EXIT_BUG
+
+
+def _safe(exc: BaseException | str) -> str:
+    """Text for the terminal: credentials redacted, rich markup escaped."""
+    return escape(redact_text(str(exc)))
+
+
+def _bug(exc: Exception, args: argparse.Namespace) -> str:
+    """Where an unexpected exception came from, without its message: a message can hold
+    anything, an example's text included (a validation error quotes its input)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    text = f"{type(exc).__name__}{where}"
+    if args.log_level == "debug":
+        text += "\n" + "".join(traceback.format_list(frames))
+    else:
+        text += " (--log-level debug shows the traceback)"
+    return text
 
 
 def _run(args: argparse.Namespace, console: Any) -> int:
