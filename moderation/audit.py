@@ -47,14 +47,37 @@ def default_processors() -> list[Processor]:
     ]
 
 
+# Reason details under these keys are a provider's words (an API error message, a
+# model's refusal or rationale), which can quote the example: never in the audit log.
+_FREE_TEXT_KEYS = frozenset({"message", "rationale", "refusal", "text", "content", "raw"})
+_MAX_AUDIT_STRING = 256
+
+
+def _content_free(value: Any) -> Any:
+    """A reason's detail without free text: provider messages dropped, any other
+    string longer than an identifier or a path could be replaced by its length."""
+    if isinstance(value, dict):
+        return {k: _content_free(v) for k, v in value.items() if k not in _FREE_TEXT_KEYS}
+    if isinstance(value, list | tuple):
+        return [_content_free(v) for v in value]
+    if isinstance(value, str) and len(value) > _MAX_AUDIT_STRING:
+        return f"<{len(value)}-char string>"
+    return value
+
+
 def decision_event(example: Example) -> dict[str, Any]:
     """The fields of one example's ``decision`` event (no text, ever)."""
+    reasons = []
+    for reason in example.reasons:
+        entry = reason.model_dump(mode="json")
+        entry["detail"] = _content_free(entry["detail"])
+        reasons.append(entry)
     event: dict[str, Any] = {
         "source": example.source,
         "line": example.line,
         "hash": example.hash,
         "decision": example.decision,
-        "reasons": [r.model_dump(mode="json") for r in example.reasons],
+        "reasons": reasons,
     }
     if example.verdict is not None:
         event["verdict"] = example.verdict.model_dump(mode="json", exclude={"rationale"})

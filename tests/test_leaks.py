@@ -6,15 +6,20 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
 import pytest
-from datagen import chat, line, write_lines
+from datagen import AWS_KEY, OFFENSIVE, chat, line, write_lines
 from fake_openai import FakeConfig, FakeOpenAI, marker
 from leaks import assert_nowhere
 
+from moderation import screen
 from moderation.cli import main
+from moderation.models import Segment, SegmentError, SegmentModeration
+from moderation.policy import Policy
+from moderation.providers import ProviderStats
 
 REPO = Path(__file__).resolve().parent.parent
 CANARY_KEY = "sk-canary-" + "pR4xW8qZ1mK7tB3nV6yH2cJ9sD5fL0gA"
@@ -144,3 +149,110 @@ def test_an_os_error_is_a_clear_error_not_a_traceback(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "clean.jsonl: No space left on device" in err and "Traceback" not in err
+
+
+def _hostile_records(text: str) -> list[bytes]:
+    """Lines that carry ``text`` in every place a record can hold it: content, key
+    names, role and type values, tool names, broken JSON, broken UTF-8."""
+    return [
+        line(chat("hello", f"{text}. Also {AWS_KEY}")),  # flagged (a credential)
+        line(chat("hello", f"{text}. {OFFENSIVE}")),  # flagged (offensive)
+        line({"messages": [{"role": text, "content": "hi"}]}),
+        line({"messages": [{"role": "user", "content": "q", text: 1}]}),
+        line({text: "value", "other": 1}),
+        line({"text": "fine", text: True}),  # clean, with a warning
+        line(
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": text, "text": "x"}]},
+                    {"role": "assistant", "content": "a"},
+                ]
+            }
+        ),
+        line(
+            {
+                "messages": [
+                    {"role": "user", "content": "q"},
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {
+                                "id": "c1",
+                                "type": text,
+                                "function": {"name": text, "arguments": "{}"},
+                            }
+                        ],
+                    },
+                ]
+            }
+        ),
+        orjson.dumps(text),
+        b'{"text": "' + text.encode() + b'", ',
+        b'{"text": "' + text.encode() + b'\xff"}',
+    ]
+
+
+def test_example_text_stays_in_flagged_and_quarantine_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_lines(tmp_path / "data.jsonl", iter(_hostile_records(CANARY_SENTENCE)))
+    out = tmp_path / "out"
+    assert main(["--log-level", "debug", "run", str(data), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    summary = orjson.loads((out / "summary.json").read_bytes())
+    assert summary["counts"]["flagged"] == 2 and summary["counts"]["clean"] == 1
+    assert summary["counts"]["quarantine"] == len(_hostile_records("x")) - 3
+    assert CANARY_SENTENCE in (out / "flagged.jsonl").read_text()
+    # clean.jsonl holds the clean input lines, as they are: the user asked for those too.
+    examples = [out / "flagged.jsonl", out / "quarantine.jsonl", out / "clean.jsonl"]
+    assert_nowhere(
+        CANARY_SENTENCE,
+        dirs=[tmp_path],
+        texts={"stdout": captured.out, "stderr": captured.err},
+        allow=[data, *examples],
+    )
+    # validate's report names problems by code and path, not by what the line says.
+    assert main(["validate", str(data), "--format", "json"]) == 1
+    assert main(["validate", str(data)]) == 1
+    captured = capsys.readouterr()
+    assert_nowhere(CANARY_SENTENCE, texts={"stdout": captured.out, "stderr": captured.err})
+
+
+class _EchoingModerator:
+    """Fails every segment with a message that quotes it, as some APIs' errors do."""
+
+    name = "echo"
+    model = "echo-1"
+
+    def __init__(self) -> None:
+        self.stats = ProviderStats()
+
+    async def moderate(self, segments: Sequence[Segment]) -> list[SegmentModeration | SegmentError]:
+        return [
+            SegmentError(
+                code="bad_request", message=f"cannot score {s.text!r}", provider="e", model="e"
+            )
+            for s in segments
+        ]
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_provider_messages_quoting_the_example_stay_out_of_the_audit(
+    tmp_path: Path,
+) -> None:
+    data = write_lines(tmp_path / "d.jsonl", iter([line(chat("hi", CANARY_SENTENCE))]))
+    out = tmp_path / "out"
+    policy = Policy.model_validate(
+        {"id": "echo", "version": "1", "moderation": {"provider": "local"}}
+    )
+    summary = await screen(data, out=out, policy=policy, moderator=_EchoingModerator())
+    assert summary.counts.quarantine == 1
+    # A person reading quarantine.jsonl gets the provider's message; the audit does not.
+    assert CANARY_SENTENCE in (out / "quarantine.jsonl").read_text()
+    audit = [orjson.loads(x) for x in (out / "audit.jsonl").read_bytes().splitlines()]
+    (decision,) = [e for e in audit if e["event"] == "decision"]
+    assert {r["code"] for r in decision["reasons"]} == {"bad_request"}
+    assert all("message" not in r["detail"] for r in decision["reasons"])
+    assert_nowhere(CANARY_SENTENCE, dirs=[out], allow=[out / "quarantine.jsonl"])
