@@ -204,7 +204,9 @@ async def screen(
             tally = await pipeline.run(run.examples(paths, records), sink)
             tally.check(run.stats.examples)
             summary = _summary(run, tally, input_hashes, started_at, time.monotonic() - started)
+            summary.outputs = outputs.digests()
             audit.event("run_end", **_run_end(summary))
+            summary.audit = {"events": audit.events, "head": audit.head}
             outputs.commit(summary.model_dump(mode="json"))
         except BaseException:
             outputs.abort()
@@ -371,4 +373,6 @@ def _run_end(summary: RunSummary) -> dict[str, Any]:
         "tokens": summary.tokens,
         "cost_usd": summary.cost_usd,
         "duration_s": summary.run["duration_s"],
+        "outputs": summary.outputs,
+        "summary": summary.digest(),
     }

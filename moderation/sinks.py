@@ -18,10 +18,13 @@ import orjson
 
 from moderation.errors import ConfigError
 from moderation.models import Example, ExampleResult, SegmentError, SegmentReport
+from moderation.reader import hash_file
 
-__all__ = ["OUTPUT_FILES", "OutputDir", "example_result"]
+__all__ = ["DATA_FILES", "OUTPUT_FILES", "OutputDir", "example_result"]
 
 OUTPUT_FILES = ("clean.jsonl", "flagged.jsonl", "quarantine.jsonl", "audit.jsonl", "summary.json")
+DATA_FILES = OUTPUT_FILES[:3]
+"""The files that hold examples (their hashes are recorded in run_end and the summary)."""
 
 _JSON_OPTIONS = orjson.OPT_APPEND_NEWLINE
 _BIG_INT = re.compile(rb"[0-9]{19}")
@@ -119,6 +122,15 @@ class OutputDir:
         handle = self._flagged if example.decision == "flagged" else self._quarantine
         record = example_result(example).model_dump(mode="json", exclude_none=False)
         handle.write(orjson.dumps(record, option=_JSON_OPTIONS))
+
+    def digests(self) -> dict[str, str]:
+        """Flush the three data files and return the sha256 of each (``sha256:<hex>``);
+        nothing may be written to them afterwards."""
+        digests = {}
+        for name in DATA_FILES:
+            self._handles[name].flush()
+            digests[name] = hash_file(self._partial(name))
+        return digests
 
     def commit(self, summary: dict[str, Any]) -> None:
         """Flush, fsync and rename everything into place, ``summary.json`` last."""
