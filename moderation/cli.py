@@ -30,6 +30,7 @@ from moderation.logs import DEFAULT_LOG_LEVEL, LOG_LEVELS, configure_logging
 from moderation.reader import DEFAULT_MAX_LINE_BYTES, ReadStats, check_inputs, read_examples
 from moderation.tokens import token_method
 from moderation.validate import validate
+from moderation.verify import verify_run
 
 __all__ = ["main"]
 
@@ -119,6 +120,20 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--show", type=int, default=20, metavar="N", help="list the first N problems (default 20)"
     )
+
+    audit = commands.add_parser(
+        "audit", help="check a run's audit trail", description="Work with a run's audit trail."
+    )
+    actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
+    verify = actions.add_parser(
+        "verify",
+        help="check that a run's outputs and audit log are as the run wrote them",
+        description="Check DIR's audit chain, counts, output files and summary. Exit 0 when"
+        " intact, 1 when anything was edited, deleted, reordered or cut off, 2 when DIR is"
+        " not a run's output directory.",
+    )
+    verify.add_argument("directory", type=Path, metavar="DIR", help="a run's --out directory")
+    verify.add_argument("--format", choices=("text", "json"), default="text")
     return parser
 
 
@@ -137,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args, console)
+        if args.command == "audit":
+            return _verify(args)
         return _validate(args)
     except KeyboardInterrupt:
         console.print("[yellow]moderation: interrupted; no output was finished[/]")
@@ -200,6 +217,22 @@ def _run(args: argparse.Namespace, console: Any) -> int:
     if choice.fallback:
         console.print(f"[bold yellow]WARNING:[/] {choice.fallback}")
     return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    result = verify_run(args.directory)
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        return EXIT_OK if result.ok else EXIT_FAILED
+    for problem in result.problems:
+        print(problem.located(args.directory))
+    counts = result.counts or {}
+    tally = " ".join(f"{k} {counts[k]:,}" for k in counts if isinstance(counts[k], int))
+    if result.ok:
+        print(f"OK: {result.events:,} events, {tally}; chain head {result.head}")
+        return EXIT_OK
+    print(f"FAILED: {len(result.problems)} problem(s) in {args.directory}")
+    return EXIT_FAILED
 
 
 def _validate(args: argparse.Namespace) -> int:
