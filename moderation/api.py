@@ -33,6 +33,7 @@ from moderation.reader import (
     check_inputs,
     examples_from_records,
     hash_file,
+    input_links,
     read_examples,
 )
 from moderation.sinks import OutputDir, example_result
@@ -191,7 +192,7 @@ async def screen(
         outputs = OutputDir(Path(out), inputs=list(paths or ()))
         try:
             audit = AuditLog(outputs.audit_handle)
-            audit.event("run_start", **_run_start(run, input_hashes))
+            audit.event("run_start", **_run_start(run, input_hashes, paths or []))
             pipeline = Pipeline(run.choice.policy, run.moderator, run.grader, run.options)
 
             async def sink(batch: Sequence[Example]) -> None:
@@ -318,7 +319,7 @@ def _policy_info(policy: Policy) -> dict[str, str]:
     }
 
 
-def _run_start(run: _Run, input_hashes: dict[str, str]) -> dict[str, Any]:
+def _run_start(run: _Run, input_hashes: dict[str, str], paths: list[Path]) -> dict[str, Any]:
     return {
         "tool": {"name": "moderation", "version": __version__},
         "policy": _policy_info(run.choice.policy),
@@ -330,6 +331,8 @@ def _run_start(run: _Run, input_hashes: dict[str, str]) -> dict[str, Any]:
             else {"name": run.grader.name, "model": run.grader.model},
         },
         "inputs": input_hashes,
+        # Symbolic links are followed on purpose; the record says where they led.
+        "links": input_links(paths),
     }
 
 

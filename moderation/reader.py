@@ -30,6 +30,8 @@ __all__ = [
     "check_inputs",
     "examples_from_records",
     "hash_file",
+    "input_links",
+    "open_input",
     "parse_line",
     "read_examples",
 ]
@@ -52,23 +54,48 @@ class ReadStats:
     bytes: int = 0
 
 
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _not_regular(path: Path, mode: int) -> InputError:
+    kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+    # An input is read twice (hashed for the audit log, then screened), which a pipe or
+    # a device cannot be.
+    return InputError(f"{path}: is {kind}, not a regular file; give a .jsonl or .jsonl.gz file")
+
+
 def check_inputs(paths: Iterable[str | Path]) -> list[Path]:
     """Fail early, before any output is written, on an input that cannot be read.
 
-    Symlinks are followed on purpose (a dataset checked out with git-lfs or DVC is
-    often a link); what they point to must be a regular file.
+    Only regular files are accepted: a directory, FIFO, device or socket is refused with
+    a message naming what it is, without opening it (opening a FIFO blocks). Symbolic
+    links are followed on purpose (a dataset checked out with git-lfs or DVC is often a
+    link): what they point to must be a regular file, and the run records where each
+    link led (:func:`input_links`). A broken link or a loop is an error.
     """
     checked: list[Path] = []
     for raw in paths:
         path = Path(raw)
         try:
-            info = path.stat()
+            path.lstat()
         except FileNotFoundError:
             raise InputError(f"{path}: no such file") from None
         except OSError as exc:
             raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            raise InputError(f"{path}: broken symbolic link (to {os.readlink(path)})") from None
+        except OSError as exc:
+            raise InputError(f"{path}: cannot follow: {exc.strerror}") from None
         if not stat.S_ISREG(info.st_mode):
-            raise InputError(f"{path}: not a regular file (a directory, FIFO or device)")
+            raise _not_regular(path, info.st_mode)
         if not os.access(path, os.R_OK):
             raise InputError(f"{path}: permission denied")
         checked.append(path)
@@ -77,10 +104,42 @@ def check_inputs(paths: Iterable[str | Path]) -> list[Path]:
     return checked
 
 
+def input_links(paths: Iterable[Path]) -> dict[str, str]:
+    """``{path: the file it resolves to}`` for the inputs that are symbolic links (or
+    lie under one), for the audit log's record of what was really read."""
+    links = {}
+    for path in paths:
+        resolved = path.resolve()
+        if resolved != path.absolute():
+            links[str(path)] = str(resolved)
+    return links
+
+
+def open_input(path: Path) -> IO[bytes]:
+    """Open an input for reading, refusing anything but a regular file.
+
+    The file is opened non-blocking and checked on the open descriptor, so a path that
+    became a FIFO after :func:`check_inputs` fails at once instead of hanging.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _not_regular(path, info.st_mode)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=1 << 20)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def hash_file(path: Path) -> str:
     """sha256 of a file's bytes (for the audit log's record of its inputs)."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open_input(path) as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return "sha256:" + digest.hexdigest()
@@ -95,7 +154,7 @@ def read_examples(
     """Yield one :class:`Example` per non-blank line of each file, in order."""
     for path in paths:
         source = str(path)
-        with path.open("rb", buffering=1 << 20) as raw_handle:
+        with open_input(path) as raw_handle:
             handle: IO[bytes] = (
                 gzip.GzipFile(fileobj=raw_handle, mode="rb")  # type: ignore[assignment]
                 if path.suffix == ".gz"
