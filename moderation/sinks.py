@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import orjson
 
-from moderation.errors import ConfigError
+from moderation._paths import create_new, partial_name, prepare_output_dir
 from moderation.models import Example, ExampleResult, SegmentError, SegmentReport
 from moderation.reader import hash_file
 
@@ -85,28 +85,19 @@ class OutputDir:
 
     def __init__(self, out: Path, *, inputs: list[Path] | None = None) -> None:
         self.out = out
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"{out}: cannot create the output directory: {exc.strerror}"
-            ) from None
-        if inputs:
-            finals = {(out / name).resolve() for name in OUTPUT_FILES}
-            for path in inputs:
-                if path.resolve() in finals:
-                    raise ConfigError(f"{path}: refusing to write an output over an input")
+        # Only these names, only under out, never over an input or through a link.
+        prepare_output_dir(out, OUTPUT_FILES, inputs or ())
         # A finished-looking directory must not survive a run that does not finish.
         (out / "summary.json").unlink(missing_ok=True)
         self._handles: dict[str, IO[bytes]] = {}
         for name in OUTPUT_FILES[:4]:
-            self._handles[name] = self._partial(name).open("wb", buffering=1 << 20)
+            self._handles[name] = create_new(self._partial(name))
         self._clean = self._handles["clean.jsonl"]
         self._flagged = self._handles["flagged.jsonl"]
         self._quarantine = self._handles["quarantine.jsonl"]
 
     def _partial(self, name: str) -> Path:
-        return self.out / f".{name}.partial"
+        return self.out / partial_name(name)
 
     @property
     def audit_handle(self) -> IO[bytes]:
@@ -141,9 +132,10 @@ class OutputDir:
         for name in OUTPUT_FILES[:4]:
             os.replace(self._partial(name), self.out / name)
         partial = self._partial("summary.json")
-        partial.write_bytes(
-            orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
-        )
+        with create_new(partial) as handle:
+            handle.write(
+                orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+            )
         os.replace(partial, self.out / "summary.json")
 
     def abort(self) -> None:
