@@ -34,6 +34,7 @@ from moderation.reader import (
     examples_from_records,
     hash_file,
     input_links,
+    path_text,
     read_examples,
 )
 from moderation.sinks import OutputDir, example_result
@@ -188,7 +189,7 @@ async def screen(
     async with run:
         started = time.monotonic()
         started_at = datetime.now(UTC)
-        input_hashes = {str(p): hash_file(p) for p in paths or ()}
+        input_hashes = {path_text(p): hash_file(p) for p in paths or ()}
         outputs = OutputDir(Path(out), inputs=list(paths or ()))
         try:
             audit = AuditLog(outputs.audit_handle)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import stat
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from moderation.models import Example, Reason
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
+    "MAX_DEPTH",
     "ReadStats",
     "check_inputs",
     "examples_from_records",
@@ -33,6 +35,7 @@ __all__ = [
     "input_links",
     "open_input",
     "parse_line",
+    "path_text",
     "read_examples",
 ]
 
@@ -41,7 +44,14 @@ DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024
 fine-tuning examples are bounded by the context window (a few hundred KB of text);
 inline base64 images are the only legitimate reason to come near it."""
 
+MAX_DEPTH = 512
+"""Records nested deeper than this are quarantined (``invalid_json``, nested too
+deeply). The two parsers behind :func:`parse_line` stop at different depths (orjson at
+1024, the standard library where the stack ends), and an output record adds a level;
+one bound below both keeps every record readable by every reader of the outputs."""
+
 _BOM = b"\xef\xbb\xbf"
+_TOO_DEEP = Reason(stage="validate", code="invalid_json", detail={"error": "nested too deeply"})
 _WHITESPACE = b" \t\r\n\x0b\x0c"
 
 
@@ -104,6 +114,17 @@ def check_inputs(paths: Iterable[str | Path]) -> list[Path]:
     return checked
 
 
+def path_text(path: Path) -> str:
+    """``path`` as the outputs and the audit log name it: valid UTF-8 whatever the file
+    system holds (the bytes of a name in another encoding become ``\\xNN`` escapes)."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return text
+
+
 def input_links(paths: Iterable[Path]) -> dict[str, str]:
     """``{path: the file it resolves to}`` for the inputs that are symbolic links (or
     lie under one), for the audit log's record of what was really read."""
@@ -111,7 +132,7 @@ def input_links(paths: Iterable[Path]) -> dict[str, str]:
     for path in paths:
         resolved = path.resolve()
         if resolved != path.absolute():
-            links[str(path)] = str(resolved)
+            links[path_text(path)] = path_text(resolved)
     return links
 
 
@@ -153,7 +174,7 @@ def read_examples(
 ) -> Iterator[Example]:
     """Yield one :class:`Example` per non-blank line of each file, in order."""
     for path in paths:
-        source = str(path)
+        source = path_text(path)
         with open_input(path) as raw_handle:
             handle: IO[bytes] = (
                 gzip.GzipFile(fileobj=raw_handle, mode="rb")  # type: ignore[assignment]
@@ -162,7 +183,12 @@ def read_examples(
             )
             try:
                 yield from _read_lines(handle, source, max_line_bytes, stats)
-            except (OSError, EOFError) as exc:
+            except gzip.BadGzipFile:
+                # Its message quotes the file's first bytes.
+                raise InputError(
+                    f"{source}: cannot read: not a gzip file, or a damaged one"
+                ) from None
+            except (OSError, EOFError, zlib.error) as exc:
                 raise InputError(f"{source}: cannot read: {exc}") from None
 
 
@@ -236,7 +262,25 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def parse_line(body: bytes) -> tuple[dict[str, Any] | None, Reason | None]:
+def _too_deep(body: bytes, value: Any, limit: int) -> bool:
+    # Every level opens a bracket: counting them rules out nearly every line cheaply.
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return False
+
+
+def parse_line(
+    body: bytes, *, max_depth: int = MAX_DEPTH
+) -> tuple[dict[str, Any] | None, Reason | None]:
     """Parse one line into a JSON object, or say (without quoting it) why not."""
     try:
         value = orjson.loads(body)
@@ -244,6 +288,8 @@ def parse_line(body: bytes) -> tuple[dict[str, Any] | None, Reason | None]:
         value = _slow_parse(body)
         if isinstance(value, Reason):
             return None, value
+    if _too_deep(body, value, max_depth):
+        return None, _TOO_DEEP
     if not isinstance(value, dict):
         return None, Reason(
             stage="validate",
@@ -267,7 +313,7 @@ def _slow_parse(body: bytes) -> Any:
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
-        return Reason(stage="validate", code="invalid_json", detail={"error": "nested too deeply"})
+        return _TOO_DEEP
     except ValueError as exc:
         message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
         detail: dict[str, Any] = {"error": message}

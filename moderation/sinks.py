@@ -28,6 +28,10 @@ DATA_FILES = OUTPUT_FILES[:3]
 
 _JSON_OPTIONS = orjson.OPT_APPEND_NEWLINE
 _BIG_INT = re.compile(rb"[0-9]{19}")
+# Numbers a float cannot hold as written: a long run of digits (past 64 bits, past
+# double precision) or a three-digit exponent (1e400 is read as inf, written as null).
+_INEXACT_NUMBER = re.compile(rb"[0-9]{19}|[eE][+-]?[0-9]{3}")
+_BOM = b"\xef\xbb\xbf"
 
 
 def example_result(example: Example, *, include_example: bool = True) -> ExampleResult:
@@ -77,7 +81,33 @@ def _exact_record(example: Example) -> Any:
     so records that hold one are parsed again, exactly, by the standard library."""
     if _BIG_INT.search(example.raw) is None:
         return example.record
-    return json.loads(example.raw.removeprefix(b"\xef\xbb\xbf"))
+    return json.loads(example.raw.removeprefix(_BOM))
+
+
+def _as_written(example: Example) -> orjson.Fragment:
+    """The record exactly as the input line has it: it parsed as this JSON object, so
+    it is valid JSON."""
+    return orjson.Fragment(example.raw.removeprefix(_BOM).strip(b" \t\r\n"))
+
+
+def _record_line(record: dict[str, Any], example: Example) -> bytes:
+    """A flagged/quarantine.jsonl line, ``example`` set to the example's record.
+
+    Some records orjson cannot write back as they were read: integers past 64 bits, lone
+    surrogates (``"\\ud800"``: valid JSON, not valid Unicode) and nesting past 254 levels
+    make it raise, which would stop the run; ``1e400`` would come out as ``null``. Those
+    go in as written in the input.
+    """
+    if example.record is None:
+        record["example"] = example.raw.decode("utf-8", "backslashreplace") if example.raw else None
+        return orjson.dumps(record, option=_JSON_OPTIONS)
+    inexact = _INEXACT_NUMBER.search(example.raw) is not None
+    record["example"] = _as_written(example) if inexact else example.record
+    try:
+        return orjson.dumps(record, option=_JSON_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError is one
+        record["example"] = _as_written(example)
+        return orjson.dumps(record, option=_JSON_OPTIONS)
 
 
 class OutputDir:
@@ -111,8 +141,8 @@ class OutputDir:
             self._clean.write(b"\n")
             return
         handle = self._flagged if example.decision == "flagged" else self._quarantine
-        record = example_result(example).model_dump(mode="json", exclude_none=False)
-        handle.write(orjson.dumps(record, option=_JSON_OPTIONS))
+        result = example_result(example, include_example=False)
+        handle.write(_record_line(result.model_dump(mode="json", exclude_none=False), example))
 
     def digests(self) -> dict[str, str]:
         """Flush the three data files and return the sha256 of each (``sha256:<hex>``);

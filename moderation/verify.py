@@ -36,7 +36,7 @@ import orjson
 
 from moderation.audit import GENESIS, line_hash
 from moderation.errors import InputError
-from moderation.reader import hash_file
+from moderation.reader import MAX_DEPTH, hash_file, parse_line
 from moderation.sinks import DATA_FILES, OUTPUT_FILES
 from moderation.summary import summary_digest
 
@@ -326,11 +326,10 @@ def _matches(name: str, raw: bytes, event: dict[str, Any]) -> bool:
     line = raw[:-1] if raw.endswith(b"\n") else raw
     if name == "clean.jsonl":
         return hashlib.sha256(line).hexdigest() == event.get("hash")
-    try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(record, dict) and all(
+    # Not orjson alone: a record may carry an example orjson cannot read (an integer
+    # past 64 bits, a lone surrogate).
+    record, _ = parse_line(line, max_depth=MAX_DEPTH + 1)
+    return record is not None and all(
         record.get(key) == event.get(key) for key in ("source", "line", "hash", "decision")
     )
 
