@@ -72,8 +72,9 @@ class HashChain:
         self, logger: object, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> bytes:
         self.seq += 1
-        event: dict[str, Any] = {"seq": self.seq, "prev": self.head}
-        event.update((k, v) for k, v in event_dict.items() if k not in event)
+        event: dict[str, Any] = {"seq": self.seq, "prev": self.head, **event_dict}
+        # The chain's own fields win over an event's fields of the same name.
+        event["seq"], event["prev"] = self.seq, self.head
         line = orjson.dumps(event, default=str)
         self.head = line_hash(line)
         return line
