@@ -193,8 +193,14 @@ def _hostile_records(text: str) -> list[bytes]:
 
 
 def test_example_text_stays_in_flagged_and_quarantine_only(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Whatever a run leaves (a cache in the working directory or the home directory)
+    # lands under tmp_path, where the search below looks.
+    monkeypatch.chdir(tmp_path)
+    for name, value in _isolated_env(tmp_path).items():
+        if name in ("HOME", "XDG_CACHE_HOME"):
+            monkeypatch.setenv(name, value)
     data = write_lines(tmp_path / "data.jsonl", iter(_hostile_records(CANARY_SENTENCE)))
     out = tmp_path / "out"
     assert main(["--log-level", "debug", "run", str(data), "--out", str(out)]) == 0
