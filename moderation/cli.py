@@ -1,8 +1,10 @@
-"""The command line: ``moderation run | validate``, a thin layer over :mod:`moderation.api`.
+"""The command line: ``moderation run | validate | audit verify``, a thin layer over
+:mod:`moderation.api` and :mod:`moderation.verify`.
 
 Exit status: ``0`` success, ``1`` the data failed (``validate`` found invalid
-examples), ``2`` usage, configuration or input error, ``3`` an internal error (a bug),
-``130`` interrupted.
+examples, ``audit verify`` found the record tampered with), ``2`` usage,
+configuration or input error, ``3`` an internal error (a bug), ``130`` interrupted.
+Every command takes ``--log-level``.
 """
 
 from __future__ import annotations

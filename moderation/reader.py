@@ -53,6 +53,9 @@ one bound below both keeps every record readable by every reader of the outputs.
 _BOM = b"\xef\xbb\xbf"
 _TOO_DEEP = Reason(stage="validate", code="invalid_json", detail={"error": "nested too deeply"})
 _WHITESPACE = b" \t\r\n\x0b\x0c"
+# POSIX flags; where a platform lacks one, it is left out.
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(slots=True)
@@ -130,9 +133,9 @@ def input_links(paths: Iterable[Path]) -> dict[str, str]:
     lie under one), for the audit log's record of what was really read."""
     links = {}
     for path in paths:
-        resolved = path.resolve()
-        if resolved != path.absolute():
-            links[path_text(path)] = path_text(resolved)
+        resolved = os.path.realpath(path)
+        if resolved != os.path.abspath(path):
+            links[path_text(path)] = path_text(Path(resolved))
     return links
 
 
@@ -143,14 +146,15 @@ def open_input(path: Path) -> IO[bytes]:
     became a FIFO after :func:`check_inputs` fails at once instead of hanging.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | _O_NONBLOCK | _O_CLOEXEC)
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise _not_regular(path, info.st_mode)
-        os.set_blocking(fd, True)
+        if _O_NONBLOCK:
+            os.set_blocking(fd, True)
         return os.fdopen(fd, "rb", buffering=1 << 20)
     except BaseException:
         os.close(fd)

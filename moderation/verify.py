@@ -36,7 +36,7 @@ import orjson
 
 from moderation.audit import GENESIS, line_hash
 from moderation.errors import InputError
-from moderation.reader import MAX_DEPTH, hash_file, parse_line
+from moderation.reader import MAX_DEPTH, hash_file, parse_line, path_text
 from moderation.sinks import DATA_FILES, OUTPUT_FILES
 from moderation.summary import summary_digest
 
@@ -92,7 +92,7 @@ class Verification:
     def to_json(self) -> dict[str, Any]:
         """The report as JSON data (``moderation audit verify --format json``)."""
         return {
-            "directory": str(self.directory),
+            "directory": path_text(self.directory),
             "ok": self.ok,
             "events": self.events,
             "head": self.head,

@@ -169,3 +169,11 @@ def test_writing_over_an_input_is_refused_whatever_its_name(
     with pytest.raises(ConfigError, match="refusing to write an output over an input"):
         _screen(source, out)
     assert source.read_bytes() == original
+
+
+def test_a_path_with_dot_dot_is_not_recorded_as_a_link(tmp_path: Path, data: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    source = tmp_path / "sub" / ".." / data.name
+    _screen(source, tmp_path / "out")
+    start = orjson.loads((tmp_path / "out" / "audit.jsonl").read_bytes().splitlines()[0])
+    assert start["links"] == {}
