@@ -45,8 +45,6 @@ __all__ = ["Problem", "Verification", "verify_run"]
 _AUDIT = "audit.jsonl"
 _SUMMARY = "summary.json"
 _REPORT_ORDER = (_AUDIT, *DATA_FILES, _SUMMARY)
-_MAX_GAP = 1_000_000
-"""A seq that jumps further than this is reported as damaged, not as that many gaps."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +157,10 @@ class _AuditReader:
         self.run_start: dict[str, Any] | None = None
         self.run_end: dict[str, Any] | None = None
         self.decisions: Counter[str] = Counter()
-        self.data = _DataFiles(out, result, present)
+        self._present = present
         self._max_seq = 0
-        self._skipped: dict[int, int] = {}
+        # Seq numbers skipped so far: [first, last, line where the gap showed].
+        self._gaps: list[list[int]] = []
 
     def _add(self, line: int | None, message: str) -> None:
         self.result.add(_AUDIT, line, message)
@@ -169,6 +168,7 @@ class _AuditReader:
     def read(self) -> None:
         prev = GENESIS
         number = 0
+        self.data = _DataFiles(self.out, self.result, self._present)
         with (self.out / _AUDIT).open("rb") as handle:
             for number, raw in enumerate(handle, start=1):
                 complete = raw.endswith(b"\n")
@@ -187,8 +187,9 @@ class _AuditReader:
         self.data.finish()
         self.result.events = number
         self.result.head = prev if number else None
-        for seq, where in sorted(self._skipped.items()):
-            self._add(where, f"event seq {seq} is missing before this line: it was deleted")
+        for first, last, where in self._gaps:
+            which = f"event seq {first} is" if first == last else f"events seq {first}-{last} are"
+            self._add(where, f"{which} missing before this line: deleted")
         if number == 0:
             self._add(None, "empty: no run_start, no run_end")
         elif self.run_end is None:
@@ -231,21 +232,28 @@ class _AuditReader:
     def _seq(self, number: int, seq: int) -> None:
         if seq == self._max_seq + 1:
             self._max_seq = seq
-        elif self._max_seq + 1 < seq <= self._max_seq + _MAX_GAP:
-            for missing in range(self._max_seq + 1, seq):
-                self._skipped[missing] = number
+        elif seq > self._max_seq + 1:
+            self._gaps.append([self._max_seq + 1, seq - 1, number])
             self._max_seq = seq
-        elif seq in self._skipped:
-            del self._skipped[seq]
+        elif self._fill(seq):
             self._add(
                 number,
                 f"seq {seq} comes after seq {self._max_seq}: events were reordered (moved or"
                 " swapped)",
             )
-        elif 0 < seq <= self._max_seq:
+        elif seq > 0:
             self._add(number, f"seq {seq} repeats an earlier event: a line was duplicated")
         else:
             self._add(number, f"seq {seq} is out of range: the line was edited")
+
+    def _fill(self, seq: int) -> bool:
+        """Take ``seq`` out of the gaps; False when it was in none (seen already)."""
+        for index, (first, last, where) in enumerate(self._gaps):
+            if first <= seq <= last:
+                pieces = [[first, seq - 1, where], [seq + 1, last, where]]
+                self._gaps[index : index + 1] = [p for p in pieces if p[0] <= p[1]]
+                return True
+        return False
 
     def _check_counts(self) -> None:
         counts = self.result.counts

@@ -185,7 +185,7 @@ def _remove_quarantine(out: Path) -> None:
     ("tamper", "expected"),
     [
         (_edit_decision, "audit.jsonl:4: prev does not match the hash of line 3: line 3 was"),
-        (_delete, "audit.jsonl:5: event seq 5 is missing before this line: it was deleted"),
+        (_delete, "audit.jsonl:5: event seq 5 is missing before this line: deleted"),
         (_swap, "audit.jsonl:6: seq 5 comes after seq 6: events were reordered"),
         (_cut_last_lines, "audit.jsonl:11: the log ends without run_end: it was cut off"),
         (_cut_mid_line, "incomplete last line (no newline): the log was cut off"),
@@ -215,7 +215,16 @@ def test_a_deletion_is_not_mistaken_for_a_reordering_and_vice_versa(copy: Path) 
 
 def test_a_swap_is_not_mistaken_for_a_deletion(copy: Path) -> None:
     _swap(copy)
-    assert not any("it was deleted" in m for m in _messages(copy))
+    assert not any("missing" in m for m in _messages(copy))
+
+
+def test_consecutive_deletions_are_one_report(copy: Path) -> None:
+    events = _lines(copy / "audit.jsonl")
+    del events[3:6]
+    (copy / "audit.jsonl").write_bytes(b"".join(events))
+    messages = _messages(copy)
+    assert "audit.jsonl:4: events seq 4-6 are missing before this line: deleted" in messages
+    assert sum("missing" in m for m in messages) == 1
 
 
 def test_an_edit_is_reported_as_an_edit_not_a_deletion(copy: Path) -> None:
