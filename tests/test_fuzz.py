@@ -10,6 +10,7 @@ import hashlib
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -190,26 +191,25 @@ def test_validate_never_raises_and_its_details_can_always_be_written(record: obj
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(lines=_LINES, gz=st.booleans(), final_newline=st.booleans())
+@given(lines=_LINES, gz=st.booleans(), final_newline=st.booleans(), offline=st.booleans())
 def test_any_lines_through_a_whole_run(
-    tmp_path_factory: pytest.TempPathFactory, lines: list[bytes], gz: bool, final_newline: bool
+    tmp_path_factory: pytest.TempPathFactory,
+    lines: list[bytes],
+    gz: bool,
+    final_newline: bool,
+    offline: bool,
 ) -> None:
+    """Half the runs use the offline policy's real detectors and classifier."""
     root = tmp_path_factory.mktemp("fuzz")
     # Each generated item is one line: a newline inside it makes two (or more).
     data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
     source = root / ("data.jsonl.gz" if gz else "data.jsonl")
     source.write_bytes(gzip.compress(data) if gz else data)
     out = root / "out"
-    asyncio.run(
-        screen(
-            source,
-            out=out,
-            policy=POLICY,
-            moderator=KeywordModerator(),
-            max_line_bytes=MAX_LINE,
-            batch_size=4,
-        )
+    providers: dict[str, Any] = (
+        {"policy": "offline"} if offline else {"policy": POLICY, "moderator": KeywordModerator()}
     )
+    asyncio.run(screen(source, out=out, max_line_bytes=MAX_LINE, batch_size=4, **providers))
     _check_run(data, out, source)
 
 
