@@ -8,6 +8,7 @@ so the audit log never carries example text.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Final
 
@@ -61,6 +62,14 @@ def json_type(value: object) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
+
+
+def _writable_number(value: object) -> bool:
+    """True for a number every JSON writer downstream takes back as it is: not a bool,
+    not inf or NaN, not an integer past 64 bits (orjson refuses those)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**64
 
 
 def safe_token(value: object) -> str:
@@ -352,7 +361,7 @@ def _message(
                 or weight not in (0, 1)
             ):
                 detail: dict[str, Any] = {"path": f"{path}.weight", "got": json_type(weight)}
-                if json_type(weight) == "number":
+                if _writable_number(weight):
                     detail["value"] = weight
                 found.error("invalid_weight", detail)
 

@@ -158,6 +158,10 @@ def print_summary(summary: RunSummary, console: Console, *, out: Path | None, to
             f"outputs in [bold]{out}[/]: clean.jsonl flagged.jsonl quarantine.jsonl"
             " audit.jsonl summary.json"
         )
+    if out is not None and summary.audit.get("head"):
+        # Kept elsewhere (a CI log), this line lets `audit verify` be checked against it.
+        chain = summary.audit
+        console.print(f"audit chain head {chain['head']} ({chain['events']:,} events)")
 
 
 def _usd(value: float | None) -> str:

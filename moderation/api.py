@@ -38,6 +38,8 @@ from moderation.reader import (
     check_inputs,
     examples_from_records,
     hash_file,
+    input_links,
+    path_text,
     read_examples,
 )
 from moderation.sinks import OutputDir, example_result
@@ -213,11 +215,11 @@ async def screen(
     async with run:
         started = time.monotonic()
         started_at = datetime.now(UTC)
-        input_hashes = {str(p): hash_file(p) for p in paths or ()}
+        input_hashes = {path_text(p): hash_file(p) for p in paths or ()}
         outputs = OutputDir(Path(out), inputs=list(paths or ()))
         try:
             audit = AuditLog(outputs.audit_handle)
-            audit.event("run_start", **_run_start(run, input_hashes))
+            audit.event("run_start", **_run_start(run, input_hashes, paths or []))
             pipeline = Pipeline(
                 run.choice.policy, run.moderator, run.grader, run.options, run.cache
             )
@@ -232,7 +234,9 @@ async def screen(
             tally = await pipeline.run(run.examples(paths, records), sink)
             tally.check(run.stats.examples)
             summary = _summary(run, tally, input_hashes, started_at, time.monotonic() - started)
+            summary.outputs = outputs.digests()
             audit.event("run_end", **_run_end(summary))
+            summary.audit = {"events": audit.events, "head": audit.head}
             outputs.commit(summary.model_dump(mode="json"))
         except BaseException:
             outputs.abort()
@@ -346,7 +350,7 @@ def _policy_info(policy: Policy) -> dict[str, str]:
     }
 
 
-def _run_start(run: _Run, input_hashes: dict[str, str]) -> dict[str, Any]:
+def _run_start(run: _Run, input_hashes: dict[str, str], paths: list[Path]) -> dict[str, Any]:
     return {
         "tool": {"name": "moderation", "version": __version__},
         "policy": _policy_info(run.choice.policy),
@@ -359,6 +363,8 @@ def _run_start(run: _Run, input_hashes: dict[str, str]) -> dict[str, Any]:
         },
         "inputs": input_hashes,
         "cache": cache_report(run.cache, run.cache_problem),
+        # Symbolic links are followed on purpose; the record says where they led.
+        "links": input_links(paths),
     }
 
 
@@ -412,4 +418,6 @@ def _run_end(summary: RunSummary) -> dict[str, Any]:
         "cost_usd": summary.cost_usd,
         "cache": summary.cache,
         "duration_s": summary.run["duration_s"],
+        "outputs": summary.outputs,
+        "summary": summary.digest(),
     }

@@ -1,19 +1,22 @@
-"""The command line: ``moderation run | gate | validate``, a thin layer over
-:mod:`moderation.api` and :mod:`moderation.gating`.
+"""The command line: ``moderation run | gate | validate | audit verify``, a thin layer
+over :mod:`moderation.api`, :mod:`moderation.gating` and :mod:`moderation.verify`.
 
 Settings come from the flags, then ``[tool.moderation]`` in the nearest
 ``pyproject.toml`` (:mod:`moderation.config`), then the defaults.
 
 Exit status: ``0`` success, ``1`` the data failed (``gate`` found too many flagged or
-quarantined examples, ``validate`` found invalid ones), ``2`` usage, configuration or
-input error, ``3`` an internal error (a bug), ``130`` interrupted.
+quarantined examples, ``validate`` found invalid ones, ``audit verify`` found the record
+tampered with), ``2`` usage, configuration or input error, ``3`` an internal error (a
+bug), ``130`` interrupted. Every command takes ``--log-level``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+import traceback
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +24,9 @@ from typing import Any
 
 import orjson
 import structlog
+from rich.markup import escape
 
+from moderation._redact import redact_text
 from moderation._terminal import ProgressReporter, print_summary, stderr_console
 from moderation._version import __version__
 from moderation.api import resolve_policy, screen
@@ -29,13 +34,17 @@ from moderation.config import Settings, find_project_config, settings
 from moderation.errors import ConfigError, InvariantError, ModerationError
 from moderation.gate_report import emit, github_error
 from moderation.gating import Limit, gate
+from moderation.logs import DEFAULT_LOG_LEVEL, LOG_LEVELS, configure_logging
 from moderation.reader import DEFAULT_MAX_LINE_BYTES, ReadStats, check_inputs, read_examples
 from moderation.tokens import token_method
 from moderation.validate import validate
+from moderation.verify import verify_run
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+_log = structlog.get_logger("moderation.cli")
 
 
 def _positive(text: str) -> int:
@@ -81,6 +90,24 @@ def _common(command: argparse.ArgumentParser) -> None:
     )
 
 
+_LOG_LEVEL_HELP = f"debug, info or warning (default {DEFAULT_LOG_LEVEL}); credentials are redacted"
+
+# Options every command takes, before or after its name. In the commands their default
+# is SUPPRESS, so that a value given before the command name is not reset by them.
+_SHARED = argparse.ArgumentParser(add_help=False)
+_SHARED.add_argument(
+    "--log-level", choices=tuple(LOG_LEVELS), default=argparse.SUPPRESS, help=_LOG_LEVEL_HELP
+)
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """The parser of every (sub)command: it always inherits the shared options."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs["parents"] = [*kwargs.get("parents", ()), _SHARED]
+        super().__init__(**kwargs)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moderation",
@@ -88,7 +115,12 @@ def _parser() -> argparse.ArgumentParser:
         " LLM policy check, before you train on them or upload them.",
     )
     parser.add_argument("--version", action="version", version=f"moderation {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument(
+        "--log-level", choices=tuple(LOG_LEVELS), default=DEFAULT_LOG_LEVEL, help=_LOG_LEVEL_HELP
+    )
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser
+    )
 
     run = commands.add_parser(
         "run",
@@ -152,8 +184,26 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--format", choices=("text", "json"), default="text")
     check.add_argument("--max-line-bytes", type=_positive, help=argparse.SUPPRESS)
     check.add_argument(
-        "--show", type=int, default=20, metavar="N", help="list the first N problems (default 20)"
+        "--show",
+        type=_non_negative,
+        default=20,
+        metavar="N",
+        help="list the first N problems (default 20)",
     )
+
+    audit = commands.add_parser(
+        "audit", help="check a run's audit trail", description="Work with a run's audit trail."
+    )
+    actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
+    verify = actions.add_parser(
+        "verify",
+        help="check that a run's outputs and audit log are as the run wrote them",
+        description="Check DIR's audit chain, counts, output files and summary. Exit 0 when"
+        " intact, 1 when anything was edited, deleted, reordered or cut off, 2 when DIR is"
+        " not a run's output directory.",
+    )
+    verify.add_argument("directory", type=Path, metavar="DIR", help="a run's --out directory")
+    verify.add_argument("--format", choices=("text", "json"), default="text")
     return parser
 
 
@@ -161,23 +211,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``moderation`` command."""
     args = _parser().parse_args(argv)
     # Diagnostics go to stderr: stdout carries results (the table, `--format json`).
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    configure_logging(args.log_level)
+    _log.debug(
+        "command",
+        **{k: v if isinstance(v, int | str | None) else str(v) for k, v in vars(args).items()},
+        openai_base_url=os.environ.get("OPENAI_BASE_URL"),
+        openai_api_key_set=bool(os.environ.get("OPENAI_API_KEY")),
+    )
     console = stderr_console()
     try:
         if args.command == "run":
             return _run(args, console)
         if args.command == "gate":
             return _gate(args)
+        if args.command == "audit":
+            return _verify(args)
         return _validate(args)
     except KeyboardInterrupt:
         console.print("[yellow]moderation: interrupted; no output was finished[/]")
         return EXIT_INTERRUPTED
     except InvariantError as exc:
-        console.print(f"[red]moderation: internal error: {exc}[/]")
+        console.print(f"[red]moderation: internal error:[/] {_safe(exc)}")
         return EXIT_BUG
     except ModerationError as exc:
-        console.print(f"[red]moderation: error:[/] {exc}", markup=True, highlight=False)
+        # A provider's message can quote a (masked) key: it goes out redacted.
+        console.print(f"[red]moderation: error:[/] {_safe(exc)}", highlight=False)
         return EXIT_USAGE
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        console.print(f"[red]moderation: error:[/] {_safe(where + (exc.strerror or ''))}")
+        return EXIT_USAGE
+    except Exception as exc:
+        console.print(f"[red]moderation: internal error (a bug):[/] {escape(_bug(exc, args))}")
+        return EXIT_BUG
+
+
+def _safe(exc: BaseException | str) -> str:
+    """Text for the terminal: credentials redacted, rich markup escaped."""
+    return escape(redact_text(str(exc)))
+
+
+def _bug(exc: Exception, args: argparse.Namespace) -> str:
+    """Where an unexpected exception came from, without its message: a message can hold
+    anything, an example's text included (a validation error quotes its input)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    text = f"{type(exc).__name__}{where}"
+    if args.log_level == "debug":
+        text += "\n" + "".join(traceback.format_list(frames))
+    else:
+        text += " (--log-level debug shows the traceback)"
+    return text
 
 
 def _run(args: argparse.Namespace, console: Any) -> int:
@@ -247,10 +331,26 @@ def _gate(args: argparse.Namespace) -> int:
             )
     except ModerationError as exc:
         if args.format == "github":
-            print(github_error(str(exc)), flush=True)
+            print(github_error(redact_text(str(exc))), flush=True)
         raise
     emit(result, args.format, show=args.show)
     return EXIT_OK if result.passed else EXIT_FAILED
+
+
+def _verify(args: argparse.Namespace) -> int:
+    result = verify_run(args.directory)
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        return EXIT_OK if result.ok else EXIT_FAILED
+    for problem in result.problems:
+        print(problem.located(args.directory))
+    counts = result.counts or {}
+    tally = " ".join(f"{k} {counts[k]:,}" for k in counts if isinstance(counts[k], int))
+    if result.ok:
+        print(f"OK: {result.events:,} events, {tally}; chain head {result.head}")
+        return EXIT_OK
+    print(f"FAILED: {len(result.problems)} problem(s) in {args.directory}")
+    return EXIT_FAILED
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import stat
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +27,15 @@ from moderation.models import Example, Reason
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
+    "MAX_DEPTH",
     "ReadStats",
     "check_inputs",
     "examples_from_records",
     "hash_file",
+    "input_links",
+    "open_input",
     "parse_line",
+    "path_text",
     "read_examples",
 ]
 
@@ -39,8 +44,18 @@ DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024
 fine-tuning examples are bounded by the context window (a few hundred KB of text);
 inline base64 images are the only legitimate reason to come near it."""
 
+MAX_DEPTH = 512
+"""Records nested deeper than this are quarantined (``invalid_json``, nested too
+deeply). The two parsers behind :func:`parse_line` stop at different depths (orjson at
+1024, the standard library where the stack ends), and an output record adds a level;
+one bound below both keeps every record readable by every reader of the outputs."""
+
 _BOM = b"\xef\xbb\xbf"
+_TOO_DEEP = Reason(stage="validate", code="invalid_json", detail={"error": "nested too deeply"})
 _WHITESPACE = b" \t\r\n\x0b\x0c"
+# POSIX flags; where a platform lacks one, it is left out.
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(slots=True)
@@ -52,23 +67,48 @@ class ReadStats:
     bytes: int = 0
 
 
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _not_regular(path: Path, mode: int) -> InputError:
+    kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+    # An input is read twice (hashed for the audit log, then screened), which a pipe or
+    # a device cannot be.
+    return InputError(f"{path}: is {kind}, not a regular file; give a .jsonl or .jsonl.gz file")
+
+
 def check_inputs(paths: Iterable[str | Path]) -> list[Path]:
     """Fail early, before any output is written, on an input that cannot be read.
 
-    Symlinks are followed on purpose (a dataset checked out with git-lfs or DVC is
-    often a link); what they point to must be a regular file.
+    Only regular files are accepted: a directory, FIFO, device or socket is refused with
+    a message naming what it is, without opening it (opening a FIFO blocks). Symbolic
+    links are followed on purpose (a dataset checked out with git-lfs or DVC is often a
+    link): what they point to must be a regular file, and the run records where each
+    link led (:func:`input_links`). A broken link or a loop is an error.
     """
     checked: list[Path] = []
     for raw in paths:
         path = Path(raw)
         try:
-            info = path.stat()
+            path.lstat()
         except FileNotFoundError:
             raise InputError(f"{path}: no such file") from None
         except OSError as exc:
             raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            raise InputError(f"{path}: broken symbolic link (to {os.readlink(path)})") from None
+        except OSError as exc:
+            raise InputError(f"{path}: cannot follow: {exc.strerror}") from None
         if not stat.S_ISREG(info.st_mode):
-            raise InputError(f"{path}: not a regular file (a directory, FIFO or device)")
+            raise _not_regular(path, info.st_mode)
         if not os.access(path, os.R_OK):
             raise InputError(f"{path}: permission denied")
         checked.append(path)
@@ -77,10 +117,54 @@ def check_inputs(paths: Iterable[str | Path]) -> list[Path]:
     return checked
 
 
+def path_text(path: Path) -> str:
+    """``path`` as the outputs and the audit log name it: valid UTF-8 whatever the file
+    system holds (the bytes of a name in another encoding become ``\\xNN`` escapes)."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return text
+
+
+def input_links(paths: Iterable[Path]) -> dict[str, str]:
+    """``{path: the file it resolves to}`` for the inputs that are symbolic links (or
+    lie under one), for the audit log's record of what was really read."""
+    links = {}
+    for path in paths:
+        resolved = os.path.realpath(path)
+        if resolved != os.path.abspath(path):
+            links[path_text(path)] = path_text(Path(resolved))
+    return links
+
+
+def open_input(path: Path) -> IO[bytes]:
+    """Open an input for reading, refusing anything but a regular file.
+
+    The file is opened non-blocking and checked on the open descriptor, so a path that
+    became a FIFO after :func:`check_inputs` fails at once instead of hanging.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_NONBLOCK | _O_CLOEXEC)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _not_regular(path, info.st_mode)
+        if _O_NONBLOCK:
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=1 << 20)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def hash_file(path: Path) -> str:
     """sha256 of a file's bytes (for the audit log's record of its inputs)."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open_input(path) as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return "sha256:" + digest.hexdigest()
@@ -94,8 +178,8 @@ def read_examples(
 ) -> Iterator[Example]:
     """Yield one :class:`Example` per non-blank line of each file, in order."""
     for path in paths:
-        source = str(path)
-        with path.open("rb", buffering=1 << 20) as raw_handle:
+        source = path_text(path)
+        with open_input(path) as raw_handle:
             handle: IO[bytes] = (
                 gzip.GzipFile(fileobj=raw_handle, mode="rb")  # type: ignore[assignment]
                 if path.suffix == ".gz"
@@ -103,7 +187,12 @@ def read_examples(
             )
             try:
                 yield from _read_lines(handle, source, max_line_bytes, stats)
-            except (OSError, EOFError) as exc:
+            except gzip.BadGzipFile:
+                # Its message quotes the file's first bytes.
+                raise InputError(
+                    f"{source}: cannot read: not a gzip file, or a damaged one"
+                ) from None
+            except (OSError, EOFError, zlib.error) as exc:
                 raise InputError(f"{source}: cannot read: {exc}") from None
 
 
@@ -177,7 +266,25 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def parse_line(body: bytes) -> tuple[dict[str, Any] | None, Reason | None]:
+def _too_deep(body: bytes, value: Any, limit: int) -> bool:
+    # Every level opens a bracket: counting them rules out nearly every line cheaply.
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return False
+
+
+def parse_line(
+    body: bytes, *, max_depth: int = MAX_DEPTH
+) -> tuple[dict[str, Any] | None, Reason | None]:
     """Parse one line into a JSON object, or say (without quoting it) why not."""
     try:
         value = orjson.loads(body)
@@ -185,6 +292,8 @@ def parse_line(body: bytes) -> tuple[dict[str, Any] | None, Reason | None]:
         value = _slow_parse(body)
         if isinstance(value, Reason):
             return None, value
+    if _too_deep(body, value, max_depth):
+        return None, _TOO_DEEP
     if not isinstance(value, dict):
         return None, Reason(
             stage="validate",
@@ -208,7 +317,7 @@ def _slow_parse(body: bytes) -> Any:
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
-        return Reason(stage="validate", code="invalid_json", detail={"error": "nested too deeply"})
+        return _TOO_DEEP
     except ValueError as exc:
         message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
         detail: dict[str, Any] = {"error": message}

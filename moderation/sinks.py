@@ -17,15 +17,22 @@ from typing import IO, Any
 
 import orjson
 
-from moderation.errors import ConfigError
+from moderation._paths import create_new, partial_name, prepare_output_dir
 from moderation.models import Example, ExampleResult, SegmentError, SegmentReport
+from moderation.reader import hash_file
 
-__all__ = ["OUTPUT_FILES", "OutputDir", "example_result"]
+__all__ = ["DATA_FILES", "OUTPUT_FILES", "OutputDir", "example_result"]
 
 OUTPUT_FILES = ("clean.jsonl", "flagged.jsonl", "quarantine.jsonl", "audit.jsonl", "summary.json")
+DATA_FILES = OUTPUT_FILES[:3]
+"""The files that hold examples (their hashes are recorded in run_end and the summary)."""
 
 _JSON_OPTIONS = orjson.OPT_APPEND_NEWLINE
 _BIG_INT = re.compile(rb"[0-9]{19}")
+# Numbers a float cannot hold as written: a long run of digits (past 64 bits, past
+# double precision) or a three-digit exponent (1e400 is read as inf, written as null).
+_INEXACT_NUMBER = re.compile(rb"[0-9]{19}|[eE][+-]?[0-9]{3}")
+_BOM = b"\xef\xbb\xbf"
 
 
 def example_result(example: Example, *, include_example: bool = True) -> ExampleResult:
@@ -75,7 +82,33 @@ def _exact_record(example: Example) -> Any:
     so records that hold one are parsed again, exactly, by the standard library."""
     if _BIG_INT.search(example.raw) is None:
         return example.record
-    return json.loads(example.raw.removeprefix(b"\xef\xbb\xbf"))
+    return json.loads(example.raw.removeprefix(_BOM))
+
+
+def _as_written(example: Example) -> orjson.Fragment:
+    """The record exactly as the input line has it: it parsed as this JSON object, so
+    it is valid JSON."""
+    return orjson.Fragment(example.raw.removeprefix(_BOM).strip(b" \t\r\n"))
+
+
+def _record_line(record: dict[str, Any], example: Example) -> bytes:
+    """A flagged/quarantine.jsonl line, ``example`` set to the example's record.
+
+    Some records orjson cannot write back as they were read: integers past 64 bits, lone
+    surrogates (``"\\ud800"``: valid JSON, not valid Unicode) and nesting past 254 levels
+    make it raise, which would stop the run; ``1e400`` would come out as ``null``. Those
+    go in as written in the input.
+    """
+    if example.record is None:
+        record["example"] = example.raw.decode("utf-8", "backslashreplace") if example.raw else None
+        return orjson.dumps(record, option=_JSON_OPTIONS)
+    inexact = _INEXACT_NUMBER.search(example.raw) is not None
+    record["example"] = _as_written(example) if inexact else example.record
+    try:
+        return orjson.dumps(record, option=_JSON_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError is one
+        record["example"] = _as_written(example)
+        return orjson.dumps(record, option=_JSON_OPTIONS)
 
 
 class OutputDir:
@@ -83,30 +116,21 @@ class OutputDir:
 
     def __init__(self, out: Path, *, inputs: list[Path] | None = None) -> None:
         self.out = out
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"{out}: cannot create the output directory: {exc.strerror}"
-            ) from None
-        if inputs:
-            finals = {(out / name).resolve() for name in OUTPUT_FILES}
-            for path in inputs:
-                if path.resolve() in finals:
-                    raise ConfigError(f"{path}: refusing to write an output over an input")
+        # Only these names, only under out, never over an input or through a link.
+        prepare_output_dir(out, OUTPUT_FILES, inputs or ())
         # A finished-looking directory must not survive a run that does not finish: not
         # the summary, nor a previous run's data files beside this run's partial ones.
         for name in reversed(OUTPUT_FILES):
             (out / name).unlink(missing_ok=True)
         self._handles: dict[str, IO[bytes]] = {}
         for name in OUTPUT_FILES[:4]:
-            self._handles[name] = self._partial(name).open("wb", buffering=1 << 20)
+            self._handles[name] = create_new(self._partial(name))
         self._clean = self._handles["clean.jsonl"]
         self._flagged = self._handles["flagged.jsonl"]
         self._quarantine = self._handles["quarantine.jsonl"]
 
     def _partial(self, name: str) -> Path:
-        return self.out / f".{name}.partial"
+        return self.out / partial_name(name)
 
     @property
     def audit_handle(self) -> IO[bytes]:
@@ -120,8 +144,17 @@ class OutputDir:
             self._clean.write(b"\n")
             return
         handle = self._flagged if example.decision == "flagged" else self._quarantine
-        record = example_result(example).model_dump(mode="json", exclude_none=False)
-        handle.write(orjson.dumps(record, option=_JSON_OPTIONS))
+        result = example_result(example, include_example=False)
+        handle.write(_record_line(result.model_dump(mode="json", exclude_none=False), example))
+
+    def digests(self) -> dict[str, str]:
+        """Flush the three data files and return the sha256 of each (``sha256:<hex>``);
+        nothing may be written to them afterwards."""
+        digests = {}
+        for name in DATA_FILES:
+            self._handles[name].flush()
+            digests[name] = hash_file(self._partial(name))
+        return digests
 
     def commit(self, summary: dict[str, Any]) -> None:
         """Flush, fsync and rename everything into place, ``summary.json`` last."""
@@ -132,9 +165,10 @@ class OutputDir:
         for name in OUTPUT_FILES[:4]:
             os.replace(self._partial(name), self.out / name)
         partial = self._partial("summary.json")
-        partial.write_bytes(
-            orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
-        )
+        with create_new(partial) as handle:
+            handle.write(
+                orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+            )
         os.replace(partial, self.out / "summary.json")
 
     def abort(self) -> None:

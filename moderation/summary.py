@@ -7,16 +7,18 @@ written: a mismatch is a bug, and it stops the run loudly instead of being hidde
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
+import orjson
+from pydantic import BaseModel, Field
 
 from moderation.errors import InvariantError
 from moderation.models import Example
 
-__all__ = ["Counts", "RunSummary", "Tally"]
+__all__ = ["Counts", "RunSummary", "Tally", "summary_digest"]
 
 
 @dataclass(slots=True)
@@ -130,5 +132,22 @@ class RunSummary(BaseModel):
     requests. ``None`` when the run used no cache."""
     tool: dict[str, str]
     run: dict[str, Any]
-    """Wall-clock facts (start, end, duration, throughput): the only part that differs
-    between two runs of the same input."""
+    """Wall-clock facts (start, end, duration, throughput): with ``audit.head``, the only
+    part that differs between two runs of the same input."""
+    outputs: dict[str, str] = Field(default_factory=dict)
+    """sha256 of clean.jsonl, flagged.jsonl and quarantine.jsonl (as run_end has them)."""
+    audit: dict[str, Any] = Field(default_factory=dict)
+    """``events``: lines in audit.jsonl; ``head``: the sha256 of its last line (run_end),
+    into which every earlier line is chained. ``moderation audit verify`` checks both."""
+
+    def digest(self) -> str:
+        """:func:`summary_digest` of this summary (run_end records it)."""
+        return summary_digest(self.model_dump(mode="json"))
+
+
+def summary_digest(summary: dict[str, Any]) -> str:
+    """sha256 of a summary's content, ``audit`` left out (it is known only after run_end
+    is written): canonical JSON, keys sorted, so formatting does not count."""
+    content = {k: v for k, v in summary.items() if k != "audit"}
+    canonical = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+    return "sha256:" + hashlib.sha256(canonical).hexdigest()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,3 +41,24 @@ def fixtures_dir() -> Path:
 
 def pytest_report_header() -> str:
     return f"moderation tests; CI={os.environ.get('CI', '')!r}"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """``main()`` configures logging for the whole process (``--log-level``); put it back,
+    so one test at debug level does not make the next ones log at debug."""
+    import logging
+
+    import structlog
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    names = ("openai", "httpx", "httpx2", "aiohttp")
+    levels = {name: logging.getLogger(name).level for name in names}
+    config = structlog.get_config()
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, value in levels.items():
+        logging.getLogger(name).setLevel(value)
+    structlog.configure(**config)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import openai
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
+from moderation._redact import install_http_log_filters
 from moderation.errors import ConfigError
 
 __all__ = ["DEFAULT_TIMEOUT", "build_client", "check_credentials", "client_for_provider"]
@@ -47,6 +48,8 @@ def build_client(
     client.close()``). Raises :class:`ConfigError` when no key is set.
     """
     check_credentials(environ)
+    # Whoever logs the SDK's records (an app, a notebook), they carry no key and no body.
+    install_http_log_filters()
     # From the process environment the SDK reads the variables itself (and the others
     # it knows, e.g. OPENAI_ORG_ID); an explicit mapping is passed through.
     api_key = base_url = None
