@@ -81,6 +81,7 @@ async def test_a_debug_run_with_a_canary_key_leaks_it_nowhere(tmp_path: Path) ->
     assert code == 0, err
     # The key was really used (the fake refuses any other) and debug really logged the SDK.
     assert fake.count(path="/v1/moderations", status=200) >= 1
+    assert fake.count(path="/v1/chat/completions", status=200) == 1  # the escalated one
     assert fake.count(status=401) == 0
     assert "openai._base_client" in err and "[debug" in err
     assert_nowhere(CANARY_KEY, dirs=[tmp_path], texts={"stdout": out, "stderr": err})
@@ -222,6 +223,18 @@ def test_example_text_stays_in_flagged_and_quarantine_only(
     assert main(["validate", str(data)]) == 1
     captured = capsys.readouterr()
     assert_nowhere(CANARY_SENTENCE, texts={"stdout": captured.out, "stderr": captured.err})
+    # Nor does the gate's, in any format, nor its GitHub step summary.
+    step_summary = tmp_path / "step-summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step_summary))
+    for fmt in ("text", "json", "github"):
+        argv = ["--log-level", "debug", "gate", str(data), "--policy", "offline"]
+        assert main([*argv, "--format", fmt, "--show", "100"]) == 1
+        captured = capsys.readouterr()
+        assert "flagged" in captured.out
+        texts = {f"gate {fmt} stdout": captured.out, f"gate {fmt} stderr": captured.err}
+        assert_nowhere(CANARY_SENTENCE, texts=texts)
+    assert step_summary.stat().st_size > 0
+    assert_nowhere(CANARY_SENTENCE, dirs=[tmp_path], allow=[data, *examples])
 
 
 class _EchoingModerator:
