@@ -16,165 +16,37 @@ is checked here, once, before anything is written.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from moderation._run import (
+    PathLike,
+    PolicyArg,
+    PolicyChoice,
+    ProgressCallback,
+    Run,
+    input_paths,
+    policy_info,
+    prepare,
+    providers_report,
+    resolve_policy,
+    total_cost,
+)
 from moderation._version import __version__
 from moderation.audit import AuditLog
-from moderation.cache import CacheArg, ResultCache, cache_report, open_cache
-from moderation.errors import ConfigError
+from moderation.cache import CacheArg, cache_report
 from moderation.models import Example, ExampleResult
-from moderation.pipeline import Pipeline, PipelineOptions
-from moderation.policy import Policy, load_policy
-from moderation.providers import Grader, Moderator, build_grader, build_moderator
-from moderation.reader import (
-    DEFAULT_MAX_LINE_BYTES,
-    ReadStats,
-    check_inputs,
-    examples_from_records,
-    hash_file,
-    input_links,
-    path_text,
-    read_examples,
-)
+from moderation.pipeline import Pipeline
+from moderation.providers import Grader, Moderator
+from moderation.reader import DEFAULT_MAX_LINE_BYTES, hash_file, input_links, path_text
 from moderation.sinks import OutputDir, example_result
 from moderation.summary import Counts, RunSummary, Tally
 from moderation.tokens import token_method
 
 __all__ = ["PolicyChoice", "ProgressCallback", "resolve_policy", "screen", "screen_sync", "stream"]
-
-ProgressCallback = Callable[[Tally, ReadStats], None]
-PathLike = str | os.PathLike[str]
-
-FALLBACK_NOTE = (
-    "OPENAI_API_KEY is not set: screened with the 'offline' policy (local detectors only),"
-    " not the 'default' policy's OpenAI moderation and LLM grader"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyChoice:
-    """The policy a run uses, and why (``fallback`` is set when it is not the one the
-    user would get with an API key)."""
-
-    policy: Policy
-    fallback: str | None = None
-
-
-def resolve_policy(
-    name_or_path: str | Path | Policy | None,
-    *,
-    allow_fallback: bool = True,
-    require_key: bool = True,
-) -> PolicyChoice:
-    """Pick the run's policy. With none named: ``default`` when ``OPENAI_API_KEY`` is set,
-    else ``offline`` (only when ``allow_fallback``; the CI gate never falls back).
-
-    Raises :class:`ConfigError` when the policy needs a key that is not set (unless
-    ``require_key`` is false: an estimate calls nothing).
-    """
-    has_key = bool(os.environ.get("OPENAI_API_KEY"))
-    if isinstance(name_or_path, Policy):
-        choice = PolicyChoice(name_or_path)
-    elif name_or_path is not None:
-        choice = PolicyChoice(load_policy(name_or_path))
-    elif has_key or not allow_fallback:
-        choice = PolicyChoice(load_policy("default"))
-    else:
-        choice = PolicyChoice(load_policy("offline"), fallback=FALLBACK_NOTE)
-    if require_key and choice.policy.needs_openai and not has_key:
-        raise ConfigError(
-            f"policy {choice.policy.id!r} calls the OpenAI API but OPENAI_API_KEY is not set"
-            " (set it, point OPENAI_BASE_URL at a compatible server, or use --policy offline)"
-        )
-    return choice
-
-
-@dataclass(slots=True)
-class _Run:
-    """Everything one run needs, built and checked before any output is written."""
-
-    choice: PolicyChoice
-    moderator: Moderator
-    grader: Grader | None
-    options: PipelineOptions
-    max_line_bytes: int
-    stats: ReadStats = field(default_factory=ReadStats)
-    owns_providers: bool = True
-    cache: ResultCache | None = None
-    owns_cache: bool = False
-    cache_problem: str | None = None
-
-    def examples(
-        self, paths: Sequence[Path] | None, records: Iterable[Any] | None
-    ) -> Iterator[Example]:
-        if records is not None:
-            return examples_from_records(records, stats=self.stats)
-        assert paths is not None
-        return read_examples(paths, stats=self.stats, max_line_bytes=self.max_line_bytes)
-
-    async def __aenter__(self) -> _Run:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        """Close the providers and cache this run opened (injected ones stay the caller's)."""
-        if self.cache is not None and self.owns_cache:
-            self.cache.close()
-        if self.owns_providers:
-            await self.moderator.aclose()
-            if self.grader is not None:
-                await self.grader.aclose()
-
-
-PolicyArg = str | Path | Policy | PolicyChoice | None
-
-
-def _prepare(
-    policy: PolicyArg,
-    *,
-    moderator: Moderator | None,
-    grader: Grader | None,
-    concurrency: int,
-    batch_size: int,
-    max_line_bytes: int,
-    allow_fallback: bool,
-    cache: CacheArg = None,
-) -> _Run:
-    if concurrency < 1:
-        raise ConfigError("concurrency must be at least 1")
-    if batch_size < 1:
-        raise ConfigError("batch size must be at least 1")
-    if max_line_bytes < 1024:
-        raise ConfigError("max line bytes must be at least 1024")
-    if moderator is not None and policy is None:
-        raise ConfigError("an injected moderator needs the policy it serves")
-    if isinstance(policy, PolicyChoice):
-        choice = policy
-    elif isinstance(policy, Policy) and moderator is not None:
-        choice = PolicyChoice(policy)
-    else:
-        choice = resolve_policy(policy, allow_fallback=allow_fallback)
-    injected = moderator is not None
-    run = _Run(
-        choice=choice,
-        moderator=moderator or build_moderator(choice.policy.moderation),
-        grader=grader if injected else build_grader(choice.policy.grader),
-        options=PipelineOptions(concurrency=concurrency, batch_size=batch_size),
-        max_line_bytes=max_line_bytes,
-        owns_providers=not injected,
-    )
-    # Opened last: a configuration error above must leave no file behind.
-    if isinstance(cache, ResultCache):
-        run.cache = cache
-    elif cache is not None:
-        run.cache, run.cache_problem = open_cache(Path(cache))
-        run.owns_cache = True
-    return run
 
 
 async def screen(
@@ -201,8 +73,8 @@ async def screen(
     ``cache`` keeps stage answers (see the module); the outputs are the same with or
     without it, only the requests differ.
     """
-    paths = _input_paths(inputs, records)
-    run = _prepare(
+    paths = input_paths(inputs, records)
+    run = prepare(
         policy,
         moderator=moderator,
         grader=grader,
@@ -269,8 +141,8 @@ async def stream(
 
     Results carry the parsed record (``example``) so a caller can route it.
     """
-    paths = _input_paths(inputs, records)
-    run = _prepare(
+    paths = input_paths(inputs, records)
+    run = prepare(
         policy,
         moderator=moderator,
         grader=grader,
@@ -312,48 +184,10 @@ async def stream(
                 await asyncio.gather(producer, return_exceptions=True)
 
 
-def _input_paths(
-    inputs: PathLike | Sequence[PathLike] | None, records: Iterable[Any] | None
-) -> list[Path] | None:
-    if (inputs is None) == (records is None):
-        raise ConfigError("give either input files or records, not both or neither")
-    if inputs is None:
-        return None
-    if isinstance(inputs, str | os.PathLike):
-        inputs = [inputs]
-    return check_inputs(Path(p) for p in inputs)
-
-
-def _providers(run: _Run) -> dict[str, dict[str, Any]]:
-    providers: dict[str, dict[str, Any]] = {
-        "moderation": {
-            "name": run.moderator.name,
-            "model": run.moderator.model,
-            **run.moderator.stats.model_dump(),
-        }
-    }
-    if run.grader is not None:
-        providers["grader"] = {
-            "name": run.grader.name,
-            "model": run.grader.model,
-            **run.grader.stats.model_dump(),
-        }
-    return providers
-
-
-def _policy_info(policy: Policy) -> dict[str, str]:
-    return {
-        "id": policy.id,
-        "version": policy.version,
-        "hash": policy.hash,
-        "source": policy.source,
-    }
-
-
-def _run_start(run: _Run, input_hashes: dict[str, str], paths: list[Path]) -> dict[str, Any]:
+def _run_start(run: Run, input_hashes: dict[str, str], paths: list[Path]) -> dict[str, Any]:
     return {
         "tool": {"name": "moderation", "version": __version__},
-        "policy": _policy_info(run.choice.policy),
+        "policy": policy_info(run.choice.policy),
         "fallback": run.choice.fallback,
         "providers": {
             "moderation": {"name": run.moderator.name, "model": run.moderator.model},
@@ -369,24 +203,24 @@ def _run_start(run: _Run, input_hashes: dict[str, str], paths: list[Path]) -> di
 
 
 def _summary(
-    run: _Run,
+    run: Run,
     tally: Tally,
     input_hashes: dict[str, str],
     started_at: datetime,
     duration: float,
 ) -> RunSummary:
-    providers = _providers(run)
+    providers = providers_report(run)
     return RunSummary(
         counts=Counts(**tally.counts(run.stats.examples)),
         blank_lines=run.stats.blank_lines,
         **tally.breakdown(),
         tokens={"total": tally.tokens, "method": token_method()},
         graded=tally.graded,
-        policy=_policy_info(run.choice.policy),
+        policy=policy_info(run.choice.policy),
         fallback=run.choice.fallback,
         providers=providers,
         requests=sum(int(p.get("requests", 0)) for p in providers.values()),
-        cost_usd=_total_cost(providers),
+        cost_usd=total_cost(providers),
         inputs=input_hashes,
         cache=cache_report(run.cache, run.cache_problem),
         tool={"name": "moderation", "version": __version__},
@@ -396,14 +230,6 @@ def _summary(
             "examples_per_s": round(run.stats.examples / duration, 1) if duration > 0 else None,
         },
     )
-
-
-def _total_cost(providers: dict[str, dict[str, Any]]) -> float | None:
-    """USD over all providers; ``None`` when one of them has no known price."""
-    costs = [p.get("cost_usd", 0.0) for p in providers.values()]
-    if any(cost is None for cost in costs):
-        return None
-    return round(sum(float(cost) for cost in costs), 6)
 
 
 def _run_end(summary: RunSummary) -> dict[str, Any]:

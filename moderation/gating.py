@@ -23,14 +23,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from moderation.api import (
+from moderation._run import (
     PathLike,
     PolicyArg,
     ProgressCallback,
-    _input_paths,
-    _policy_info,
-    _prepare,
-    _providers,
+    input_paths,
+    policy_info,
+    prepare,
+    providers_report,
 )
 from moderation.cache import CacheArg, cache_report
 from moderation.errors import ConfigError
@@ -163,8 +163,8 @@ async def gate(
     output file is written; ``cache`` (a path or an open cache) keeps stage answers.
     """
     limits = {"flagged": Limit.parse(max_flagged), "quarantine": Limit.parse(max_quarantined)}
-    paths = _input_paths(inputs, records)
-    run = _prepare(
+    paths = input_paths(inputs, records)
+    run = prepare(
         policy,
         moderator=moderator,
         grader=grader,
@@ -188,7 +188,7 @@ async def gate(
 
         tally = await pipeline.run(run.examples(paths, records), sink)
         tally.check(run.stats.examples)
-        providers = _providers(run)
+        providers = providers_report(run)
         cache_info = cache_report(run.cache, run.cache_problem)
     counts = Counts(**tally.counts(run.stats.examples))
     failures = [
@@ -206,7 +206,7 @@ async def gate(
         findings_total=counts.flagged + counts.quarantine,
         reasons=breakdown["reasons"],
         categories=breakdown["categories"],
-        policy=_policy_info(run.choice.policy),
+        policy=policy_info(run.choice.policy),
         requests=sum(int(p.get("requests", 0)) for p in providers.values()),
         cache=cache_info,
         blank_lines=run.stats.blank_lines,

@@ -112,3 +112,19 @@ def test_the_readme_library_example_runs_and_prints_what_it_says(
     assert printed.getvalue().splitlines() == promised
     assert (tmp_path / "screened" / "summary.json").is_file()
     assert (tmp_path / "screened" / ".moderation-cache.sqlite").is_file()
+
+
+async def test_an_injected_grader_is_used_with_the_policys_own_moderator(tmp_path: Path) -> None:
+    """Only the grader injected: the policy's moderator is built (and closed), the
+    injected grader judges the escalations instead of none."""
+    from datagen import OFFENSIVE
+
+    grader = ScriptedGrader()
+    records = [chat(f"{OFFENSIVE} ALLOW", "I won't repeat that."), chat(OFFENSIVE, "VIOLATE")]
+    summary = await moderation.screen(
+        records=records, out=tmp_path / "o", policy="offline", grader=grader
+    )
+    assert grader.stats.requests == 2
+    assert summary.reasons.get("grade.not_configured") is None
+    assert summary.providers["grader"]["name"] == "scripted"
+    assert (summary.counts.clean, summary.counts.flagged) == (1, 1)
