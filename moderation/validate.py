@@ -107,11 +107,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
+from moderation._chat import check_chat, check_preference
 from moderation._formats import (
     MAX_REASONS,
     Findings,
-    check_chat,
-    check_preference,
     check_prompt_completion,
     check_text,
     detect_format,
