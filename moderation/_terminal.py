@@ -135,7 +135,7 @@ def print_summary(summary: RunSummary, console: Console, *, out: Path | None, to
         "time", f"{run['duration_s']:.1f}s", f"{run.get('examples_per_s') or 0:,.0f} examples/s"
     )
     for stage, info in summary.providers.items():
-        if info.get("name") == "local" or not info.get("requests"):
+        if not info.get("requests"):
             continue
         tokens = info.get("input_tokens", 0) + info.get("output_tokens", 0)
         cost = info.get("cost_usd")

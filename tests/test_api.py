@@ -128,3 +128,12 @@ async def test_an_injected_grader_is_used_with_the_policys_own_moderator(tmp_pat
     assert summary.reasons.get("grade.not_configured") is None
     assert summary.providers["grader"]["name"] == "scripted"
     assert (summary.counts.clean, summary.counts.flagged) == (1, 1)
+
+
+def test_an_offline_run_makes_no_api_requests(tmp_path: Path) -> None:
+    summary = moderation.screen_sync(
+        records=[chat(f"q{i}", "a") for i in range(130)], out=tmp_path / "o", policy="offline"
+    )
+    local = summary.providers["moderation"]
+    assert (summary.requests, local["requests"], local["calls"]) == (0, 0, 3)  # 3 batches of 64
+    assert summary.cost_usd == 0

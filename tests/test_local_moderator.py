@@ -607,7 +607,7 @@ async def test_moderate_is_aligned_with_input() -> None:
         if isinstance(result, SegmentModeration):
             assert set(result.scores) <= CATEGORIES
             assert result.scores[OFFENSIVE] == round(result.scores[OFFENSIVE], 4)
-    assert moderator.stats.requests == 1
+    assert moderator.stats.calls == 1
 
 
 async def test_moderate_is_deterministic() -> None:
@@ -619,7 +619,7 @@ async def test_moderate_is_deterministic() -> None:
     third = await again.moderate(segments)
     dump = [[r.model_dump() for r in rs] for rs in (first, second, third)]
     assert dump[0] == dump[1] == dump[2]
-    assert again.stats.requests == 2
+    assert again.stats.calls == 2
 
 
 async def test_flagged_is_sorted_detections_after_offensive() -> None:
@@ -648,7 +648,7 @@ async def test_families_can_be_switched_off() -> None:
 async def test_empty_call_is_not_a_request() -> None:
     moderator = LocalModerator()
     assert await moderator.moderate([]) == []
-    assert moderator.stats.requests == 0
+    assert moderator.stats.calls == 0
     await moderator.aclose()
 
 

@@ -25,8 +25,13 @@ __all__ = [
 
 
 class ProviderStats(BaseModel):
-    """Counters a provider keeps for the summary and the audit run-end event."""
+    """Counters a provider keeps for the summary and the audit run-end event.
 
+    ``requests`` are API requests (HTTP attempts); a provider that calls no API (the
+    local one) counts its batches in ``calls`` instead, so the summary's ``requests``
+    means what a bill means."""
+
+    calls: int = 0
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0

@@ -162,7 +162,8 @@ class LocalModerator:
 
     @property
     def stats(self) -> ProviderStats:
-        """``requests`` counts the non-empty :meth:`moderate` calls (one batch each)."""
+        """``calls`` counts the non-empty :meth:`moderate` calls (one batch each); it makes
+        no API request."""
         return self._stats
 
     def load(self) -> None:
@@ -180,7 +181,7 @@ class LocalModerator:
         """
         if not segments:
             return []
-        self._stats.requests += 1
+        self._stats.calls += 1
         if self._offensive is not None and not self._offensive.loaded:
             # The first use imports scikit-learn and the model (about 1 s): not on the loop.
             await asyncio.to_thread(self._offensive.load)
