@@ -27,25 +27,20 @@ table (:mod:`._prices`).
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import json
-import random
-import time
 from collections.abc import Mapping
-from typing import Any, Protocol, Self
+from typing import Any, Protocol
 
 from openai import AsyncOpenAI, omit
 from pydantic import BaseModel, ValidationError
 
 from moderation.models import Reason, Verdict
 from moderation.policy import GraderSpec
-from moderation.providers import GradeRequest, ProviderStats
-from moderation.providers.openai._client import client_for_provider
+from moderation.providers import GradeRequest
+from moderation.providers.openai._base import OpenAIProvider
 from moderation.providers.openai._prices import price_for
 from moderation.providers.openai._prompt import build_messages, verdict_schema
-from moderation.providers.openai._ratelimit import Clock, RateLimiter, Sleep
-from moderation.providers.openai._retry import Failure, MalformedResponse, RetryLoop, RetryPolicy
+from moderation.providers.openai._retry import Failure, MalformedResponse
 from moderation.providers.openai.moderator import estimate_tokens
 
 __all__ = ["DEFAULT_GRADER_MODEL", "OpenAIGrader", "read_answer"]
@@ -123,81 +118,23 @@ def read_answer(completion: _Completion, rule_ids: frozenset[str]) -> Verdict | 
     return verdict
 
 
-class OpenAIGrader:
+class OpenAIGrader(OpenAIProvider):
     """Judges examples with a chat model (OpenAI or any compatible server).
 
-    The client, ``timeout``, ``max_attempts``, ``retry_policy``, ``limiter``, ``sleep``,
-    ``rng`` and ``clock`` work as for :class:`~moderation.providers.openai.OpenAIModerator`:
-    an injected client stays the caller's, a built one is closed by :meth:`aclose`.
-    Create it inside the event loop that uses it.
+    Construction, client ownership and test hooks: see :class:`OpenAIProvider`.
     """
 
-    def __init__(
-        self,
-        spec: GraderSpec,
-        client: AsyncOpenAI | None = None,
-        *,
-        timeout: float | None = None,
-        max_attempts: int | None = None,
-        retry_policy: RetryPolicy | None = None,
-        limiter: RateLimiter | None = None,
-        sleep: Sleep = asyncio.sleep,
-        rng: random.Random | None = None,
-        clock: Clock = time.monotonic,
-    ) -> None:
+    DEFAULT_MODEL = DEFAULT_GRADER_MODEL
+    DEFAULT_TIMEOUT = DEFAULT_TIMEOUT
+
+    def __init__(self, spec: GraderSpec, client: AsyncOpenAI | None = None, **options: Any) -> None:
+        super().__init__(spec, client, **options)
         self._spec = spec
-        self._model = spec.model or DEFAULT_GRADER_MODEL
-        self._client, self._owns_client = client_for_provider(
-            client, timeout=timeout, default_timeout=DEFAULT_TIMEOUT
-        )
-        policy = retry_policy or RetryPolicy()
-        if max_attempts is not None:
-            policy = dataclasses.replace(policy, max_attempts=max_attempts)
-        self._stats = ProviderStats()
         self._price = price_for(self._model, spec.prices)
         if self._price is None:
             self._stats.cost_usd = None
-        self.limiter = limiter or RateLimiter(
-            requests_per_minute=spec.requests_per_minute,
-            tokens_per_minute=spec.tokens_per_minute,
-            clock=clock,
-            sleep=sleep,
-        )
-        self._retry = RetryLoop(
-            limiter=self.limiter,
-            stats=self._stats,
-            concurrency=spec.concurrency,
-            policy=policy,
-            sleep=sleep,
-            rng=rng,
-        )
         self._rule_ids = frozenset(rule.id for rule in spec.rules)
         self._schema = verdict_schema(sorted(self._rule_ids))
-
-    @classmethod
-    def from_spec(cls, spec: GraderSpec, **options: Any) -> Self:
-        """A grader with its own client from the environment (see the class)."""
-        return cls(spec, None, **options)
-
-    @property
-    def name(self) -> str:
-        """Always ``openai``."""
-        return "openai"
-
-    @property
-    def model(self) -> str:
-        """The chat model requested."""
-        return self._model
-
-    @property
-    def stats(self) -> ProviderStats:
-        """Requests, retries, 429s, failed attempts, tokens and cost so far."""
-        return self._stats
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this grader built it."""
-        if self._owns_client:
-            await self._client.close()
 
     async def grade(self, request: GradeRequest) -> Verdict | Reason:
         """Judge one example. Raises only :class:`~moderation.errors.ProviderFatalError`."""

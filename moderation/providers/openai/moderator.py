@@ -16,20 +16,16 @@ import collections
 import dataclasses
 import json
 import math
-import random
-import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, Self
+from typing import Any, Protocol
 
 from openai import AsyncOpenAI
 from openai.types import ModerationImageURLInputParam
 
 from moderation.models import Segment, SegmentError, SegmentModeration
 from moderation.policy import ModerationSpec
-from moderation.providers import ProviderStats
-from moderation.providers.openai._client import client_for_provider
-from moderation.providers.openai._ratelimit import Clock, RateLimiter, Sleep
-from moderation.providers.openai._retry import Failure, MalformedResponse, RetryLoop, RetryPolicy
+from moderation.providers.openai._base import OpenAIProvider
+from moderation.providers.openai._retry import Failure, MalformedResponse
 
 __all__ = [
     "DEFAULT_MODERATION_MODEL",
@@ -147,82 +143,20 @@ def plan_requests(segments: Sequence[Segment], spec: ModerationSpec) -> list[int
     return [sum(units[p].tokens for p in request) for request in _pack(units, spec)]
 
 
-class OpenAIModerator:
+class OpenAIModerator(OpenAIProvider):
     """Scores segments with the OpenAI moderation endpoint (or a compatible server).
 
-    ``client`` is used as given but with its own retries switched off; when ``None``,
-    one is built from ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` (:class:`ConfigError`
-    when the key is missing) and :meth:`aclose` closes it. An injected client stays
-    the caller's to close. ``timeout`` (seconds per attempt; default: the injected
-    client's, else 30 s) and ``max_attempts`` override the defaults;
-    ``retry_policy``, ``limiter``, ``sleep``, ``rng`` and ``clock`` are for tests and
-    for sharing a limiter between providers that call the same model.
-
-    Create it inside the event loop that uses it, and use it in that loop only (its
-    HTTP session, semaphore and limiter belong to the loop).
+    Construction, client ownership and test hooks: see :class:`OpenAIProvider`.
     """
 
+    DEFAULT_MODEL = DEFAULT_MODERATION_MODEL
+    DEFAULT_TIMEOUT = DEFAULT_TIMEOUT
+
     def __init__(
-        self,
-        spec: ModerationSpec,
-        client: AsyncOpenAI | None = None,
-        *,
-        timeout: float | None = None,
-        max_attempts: int | None = None,
-        retry_policy: RetryPolicy | None = None,
-        limiter: RateLimiter | None = None,
-        sleep: Sleep = asyncio.sleep,
-        rng: random.Random | None = None,
-        clock: Clock = time.monotonic,
+        self, spec: ModerationSpec, client: AsyncOpenAI | None = None, **options: Any
     ) -> None:
+        super().__init__(spec, client, **options)
         self._spec = spec
-        self._model = spec.model or DEFAULT_MODERATION_MODEL
-        self._client, self._owns_client = client_for_provider(
-            client, timeout=timeout, default_timeout=DEFAULT_TIMEOUT
-        )
-        policy = retry_policy or RetryPolicy()
-        if max_attempts is not None:
-            policy = dataclasses.replace(policy, max_attempts=max_attempts)
-        self._stats = ProviderStats()
-        self.limiter = limiter or RateLimiter(
-            requests_per_minute=spec.requests_per_minute,
-            tokens_per_minute=spec.tokens_per_minute,
-            clock=clock,
-            sleep=sleep,
-        )
-        self._retry = RetryLoop(
-            limiter=self.limiter,
-            stats=self._stats,
-            concurrency=spec.concurrency,
-            policy=policy,
-            sleep=sleep,
-            rng=rng,
-        )
-
-    @classmethod
-    def from_spec(cls, spec: ModerationSpec, **options: Any) -> Self:
-        """A moderator with its own client from the environment (see the class)."""
-        return cls(spec, None, **options)
-
-    @property
-    def name(self) -> str:
-        """Always ``openai``."""
-        return "openai"
-
-    @property
-    def model(self) -> str:
-        """The model requested (responses may name a dated snapshot of it)."""
-        return self._model
-
-    @property
-    def stats(self) -> ProviderStats:
-        """Requests, retries, 429s, failed attempts and input tokens so far."""
-        return self._stats
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this moderator built it."""
-        if self._owns_client:
-            await self._client.close()
 
     async def moderate(self, segments: Sequence[Segment]) -> list[SegmentModeration | SegmentError]:
         """Score ``segments``; the result is aligned with them. Raises only
