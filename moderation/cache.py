@@ -145,13 +145,19 @@ class ResultCache:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def moderation(self, provider: str, model: str, policy_hash: str) -> ModerationCache:
-        """The moderation stage's view of the cache for this provider and policy."""
-        return ModerationCache(self, self._scope("moderate", provider, model, policy_hash))
+    def moderation(
+        self, provider: str, model: str, policy_hash: str, *, endpoint: str = ""
+    ) -> ModerationCache:
+        """The moderation stage's view of the cache for this provider and policy
+        (``endpoint``: the server's address, when answers depend on it)."""
+        scope = self._scope("moderate", provider, endpoint, model, policy_hash)
+        return ModerationCache(self, scope)
 
-    def grading(self, provider: str, model: str, policy_hash: str) -> GradeCache:
+    def grading(
+        self, provider: str, model: str, policy_hash: str, *, endpoint: str = ""
+    ) -> GradeCache:
         """The grade stage's view of the cache for this grader and policy."""
-        return GradeCache(self, self._scope("grade", provider, model, policy_hash))
+        return GradeCache(self, self._scope("grade", provider, endpoint, model, policy_hash))
 
     def report(self) -> dict[str, Any]:
         """The summary's ``cache`` block: where it is and what each stage got from it."""
@@ -169,8 +175,13 @@ class ResultCache:
             ).fetchone()
         return int(row[0])
 
-    def _scope(self, stage: str, provider: str, model: str, policy_hash: str) -> _Scope:
-        parts = (stage, provider, model, policy_hash, __version__)
+    def _scope(
+        self, stage: str, provider: str, endpoint: str, model: str, policy_hash: str
+    ) -> _Scope:
+        # The provider column names who answered, and where: a fake, a vLLM server and
+        # OpenAI never share answers.
+        who = f"{provider}@{endpoint}" if endpoint else provider
+        parts = (stage, who, model, policy_hash, __version__)
         columns = (
             "stage = ? AND provider = ? AND model = ? AND policy_hash = ? AND tool_version = ?"
         )

@@ -19,6 +19,7 @@ import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -53,7 +54,8 @@ _LIMIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%?)\s*$")
 class Limit:
     """How many examples a decision may have: a count, or a percentage of the input."""
 
-    value: float
+    value: Fraction
+    """Exact: ``2.3%`` of 3,000 is 69, not 68.99999."""
     percent: bool = False
 
     @classmethod
@@ -69,7 +71,7 @@ class Limit:
         number, percent = match.groups()
         if not percent and "." in number:
             raise ConfigError(f"limit {text!r}: a count is a whole number (or add %)")
-        value = float(number)
+        value = Fraction(number)
         if percent and value > 100:
             raise ConfigError(f"limit {text!r}: a percentage is at most 100%")
         return cls(value, bool(percent))
@@ -81,7 +83,7 @@ class Limit:
         return count <= self.value
 
     def __str__(self) -> str:
-        return f"{self.value:g}%" if self.percent else str(math.floor(self.value))
+        return f"{float(self.value):g}%" if self.percent else str(math.floor(self.value))
 
 
 LimitArg = str | int | Limit

@@ -20,7 +20,7 @@ from moderation.grade import grade_batch
 from moderation.models import Example
 from moderation.moderate import moderate_batch
 from moderation.policy import Policy
-from moderation.providers import Grader, Moderator
+from moderation.providers import Grader, Moderator, endpoint
 from moderation.route import route
 from moderation.summary import Tally
 from moderation.validate import validate
@@ -64,9 +64,13 @@ class Pipeline:
         self._moderation_cache = None
         self._grade_cache = None
         if cache is not None:
-            self._moderation_cache = cache.moderation(moderator.name, moderator.model, policy.hash)
+            self._moderation_cache = cache.moderation(
+                moderator.name, moderator.model, policy.hash, endpoint=endpoint(moderator)
+            )
             if grader is not None:
-                self._grade_cache = cache.grading(grader.name, grader.model, policy.hash)
+                self._grade_cache = cache.grading(
+                    grader.name, grader.model, policy.hash, endpoint=endpoint(grader)
+                )
 
     async def run(self, examples: Iterable[Example], sink: BatchSink) -> Tally:
         """Decide every example and hand each batch, in input order, to ``sink``."""

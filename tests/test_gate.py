@@ -64,6 +64,12 @@ def test_limits_compare_counts_and_shares_exactly() -> None:
     assert Limit.parse("2.5%").allows(5, 200) and not Limit.parse("2.5%").allows(6, 200)
     assert Limit.parse("10").allows(10, 11) and not Limit.parse("10").allows(11, 11)
     assert str(Limit.parse("2.50%")) == "2.5%" and str(Limit.parse("7")) == "7"
+    # Shares that binary floating point cannot hold: exactly at the limit passes.
+    assert Limit.parse("2.3%").allows(69, 3000) and not Limit.parse("2.3%").allows(70, 3000)
+    assert Limit.parse("0.1%").allows(3, 3000) and Limit.parse("14.35%").allows(287, 2000)
+    for tenths in range(1, 1000):
+        limit = Limit.parse(f"{tenths / 10}%")
+        assert limit.allows(tenths, 1000) and not limit.allows(tenths + 1, 1000)
 
 
 # -- exit codes --------------------------------------------------------------------

@@ -424,3 +424,53 @@ async def test_verdicts_are_cached_and_a_rerun_asks_nothing(
     assert third["requests"] == 0
     for name in ("clean.jsonl", "flagged.jsonl", "quarantine.jsonl"):
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "three" / name).read_bytes()
+
+
+def test_an_off_schema_answer_is_described_without_its_words() -> None:
+    """A model (or a server that does not enforce the schema) may answer with keys taken
+    from the example; the reason names error types, never the keys."""
+    from moderation.providers.openai.grader import _Choice, _Completion, _Message, read_answer
+
+    canary = "my private diary says PRIVATECANARY"
+    content = json.dumps(
+        {"verdict": "allow", "rule": None, "confidence": 0.9, "rationale": "x", canary: 1}
+    )
+    completion = _Completion(choices=[_Choice(message=_Message(content=content))])
+    answer = read_answer(completion, frozenset({"r1"}))
+    assert isinstance(answer, Reason) and answer.code == "invalid_answer"
+    assert answer.detail["errors"] == ["extra_forbidden"]
+    assert "PRIVATECANARY" not in json.dumps(answer.model_dump())
+
+
+async def test_answers_of_different_servers_are_not_mixed_in_the_cache(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    from fake_openai import FakeConfig
+
+    weapons = marker("illicit/violent")
+    data = tmp_path / "data.jsonl"
+    data.write_text(_line(f"q {weapons}", REFUSAL) + "\n")
+    cache = tmp_path / "cache.sqlite"
+
+    async def run(server: FakeOpenAI, out: str) -> dict[str, Any]:
+        async with AsyncOpenAI(
+            api_key="sk-test", base_url=server.base_url, http_client=DefaultAioHttpClient()
+        ) as sdk:
+            moderator = OpenAIModerator(DEFAULT.moderation, sdk, retry_policy=FAST)
+            host = sdk.base_url.host
+            assert moderator.endpoint == f"http://{host}:{sdk.base_url.port}/v1"
+            summary = await screen(
+                data,
+                out=tmp_path / out,
+                policy=DEFAULT,
+                cache=cache,
+                moderator=moderator,
+                grader=OpenAIGrader(DEFAULT.grader, sdk, retry_policy=FAST),
+            )
+        return summary.model_dump(mode="json")
+
+    assert (await run(fake, "a"))["requests"] == 2
+    second = await run(fake, "b")
+    assert second["requests"] == 0, (second["cache"], second["providers"])  # from the cache
+    async with FakeOpenAI(FakeConfig()) as other:
+        assert (await run(other, "c"))["requests"] == 2  # another server is asked

@@ -21,6 +21,7 @@ __all__ = [
     "ProviderStats",
     "build_grader",
     "build_moderator",
+    "endpoint",
 ]
 
 
@@ -94,6 +95,13 @@ class Grader(Protocol):
     async def grade(self, request: GradeRequest) -> Verdict | Reason: ...
 
     async def aclose(self) -> None: ...
+
+
+def endpoint(provider: Moderator | Grader) -> str:
+    """The server a provider asks, for the result cache (answers of different servers
+    are never mixed): its optional ``endpoint`` property, else ``""`` (a local one)."""
+    where = getattr(provider, "endpoint", None)
+    return where if isinstance(where, str) else ""
 
 
 def build_moderator(spec: ModerationSpec) -> Moderator:

@@ -86,6 +86,14 @@ class OpenAIProvider:
         return "openai"
 
     @property
+    def endpoint(self) -> str:
+        """The server's address (scheme, host, port, path; never a user or password), so
+        that the result cache never mixes answers of different servers."""
+        url = self._client.base_url
+        port = f":{url.port}" if url.port else ""
+        return f"{url.scheme}://{url.host}{port}{url.path}".rstrip("/")
+
+    @property
     def model(self) -> str:
         """The model requested (responses may name a dated snapshot of it)."""
         return self._model

@@ -107,9 +107,10 @@ def read_answer(completion: _Completion, rule_ids: frozenset[str]) -> Verdict | 
     try:
         verdict = Verdict.model_validate(data)
     except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in e["loc"]) or "(top)" for e in exc.errors()})
+        # Error types only: a field's name is the model's text, which can be the example's.
+        kinds = sorted({e["type"] for e in exc.errors()})
         return _grade_reason(
-            "invalid_answer", "the answer does not match the verdict schema", fields=fields
+            "invalid_answer", "the answer does not match the verdict schema", errors=kinds
         )
     if verdict.rule is not None and verdict.rule not in rule_ids:
         return _grade_reason("unknown_rule", "the answer names a rule the policy does not have")
