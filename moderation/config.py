@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from moderation.errors import ConfigError, InputError
 from moderation.gating import Limit
@@ -62,11 +62,12 @@ class ProjectConfig(BaseModel):
     inputs: tuple[str, ...] = ()
     out: str | None = None
     cache: str | Literal[False] | None = None
-    max_flagged: str | int | None = None
-    max_quarantined: str | int | None = None
-    concurrency: int | None = Field(default=None, ge=1)
-    batch_size: int | None = Field(default=None, ge=1)
-    max_line_bytes: int | None = Field(default=None, ge=1024)
+    # Strict: TOML's `true` is not the number 1.
+    max_flagged: str | StrictInt | None = None
+    max_quarantined: str | StrictInt | None = None
+    concurrency: StrictInt | None = Field(default=None, ge=1)
+    batch_size: StrictInt | None = Field(default=None, ge=1)
+    max_line_bytes: StrictInt | None = Field(default=None, ge=1024)
     root: Path = Field(default_factory=Path.cwd, exclude=True)
     """The folder of the ``pyproject.toml`` (paths are relative to it)."""
     source: str = Field(default="", exclude=True)

@@ -198,6 +198,9 @@ async def gate(
         for name, limit in limits.items()
         if not limit.allows(found := getattr(counts, name), counts.input)
     ]
+    if counts.input == 0:
+        # Empty files, or only blank lines: a gate that checked nothing must not pass.
+        failures.append("no examples to check: the inputs hold no non-blank line")
     breakdown = tally.breakdown()
     return GateResult(
         passed=not failures,

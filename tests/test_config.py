@@ -85,6 +85,8 @@ def test_the_search_stops_at_the_repository_root(
         ('polcy = "offline"\n', "unknown key 'polcy'"),
         ('max-flagged = "lots"\n', "max-flagged"),
         ("concurrency = 0\n", "concurrency"),
+        ("concurrency = true\n", "concurrency"),  # TOML's true is not the number 1
+        ("max-quarantined = true\n", "max-quarantined"),
         ("inputs = 3\n", "inputs"),
         ('policy = "offline\n', "not valid TOML"),
     ],

@@ -81,6 +81,7 @@ def test_exit_codes_of_the_command(
     monkeypatch.chdir(tmp_path)
     _write(tmp_path / "pass.jsonl", _clean(30))
     _write(tmp_path / "fail.jsonl", _clean(27) + _leaky(3))
+    (tmp_path / "blank.jsonl").write_text("\n\n")
     (tmp_path / "broken.yaml").write_text("id: broken\nversion: 1\nmoderation: {provider: nope}\n")
     offline = ["--policy", "offline", "--cache", "c.sqlite"]
     cases = [
@@ -90,6 +91,8 @@ def test_exit_codes_of_the_command(
         (["gate", "fail.jsonl", *offline, "--max-flagged", "10%"], 0, "passed"),
         (["gate", "fail.jsonl", *offline, "--max-flagged", "9.9%"], 1, "limit 9.9%"),
         (["gate", "missing.jsonl", *offline], 2, "no such file"),
+        # Nothing to check is not a pass: a wrong glob or an emptied file.
+        (["gate", "blank.jsonl", *offline, "--max-flagged", "100%"], 1, "no examples"),
         (["gate", "pass.jsonl", "--policy", "broken.yaml"], 2, "moderation.provider"),
         (["gate", "pass.jsonl", "--policy", "default"], 2, "OPENAI_API_KEY"),
         # No policy named and no key: the gate does not fall back to offline.
