@@ -210,3 +210,7 @@ def print_estimate(estimate: RunEstimate, console: Console) -> None:
             "Grader figures are ceilings: only what moderation escalates is graded, and the"
             " ceiling counts every example with a turn that could be escalated."
         )
+    console.print(
+        "The result cache is not consulted: what an earlier run answered is counted as if"
+        " asked again."
+    )

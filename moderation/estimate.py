@@ -12,12 +12,14 @@ overestimate for typical text, so the figures err high.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from moderation.models import Example, Reason, Segment
+from moderation.moderate import segments_to_moderate
+from moderation.pipeline import PipelineOptions, batches
 from moderation.policy import Policy
 from moderation.reader import DEFAULT_MAX_LINE_BYTES, ReadStats, read_examples
 from moderation.validate import validate
@@ -75,16 +77,16 @@ def estimate_run(
     moderation = _ModerationCounter(policy)
     grader = _GraderCounter(policy)
     valid = 0
-    for batch in _batches(
-        read_examples(paths, stats=stats, max_line_bytes=max_line_bytes), batch_size
-    ):
+    # Batches as the pipeline makes them: the moderator packs each batch on its own.
+    examples = read_examples(paths, stats=stats, max_line_bytes=max_line_bytes)
+    for batch in batches(examples, batch_size, PipelineOptions().batch_bytes):
         segments: list[Segment] = []
         for example in batch:
             validate(example)
             if not example.valid:
                 continue
             valid += 1
-            segments.extend(moderation.chosen(example.segments))
+            segments.extend(segments_to_moderate(example.segments, policy.moderation))
             grader.add(example)
         moderation.add(segments)
     return RunEstimate(
@@ -98,26 +100,11 @@ def estimate_run(
     )
 
 
-def _batches(examples: Iterable[Example], size: int) -> Iterable[list[Example]]:
-    batch: list[Example] = []
-    for example in examples:
-        batch.append(example)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 class _ModerationCounter:
     def __init__(self, policy: Policy) -> None:
         self._spec = policy.moderation
         self.requests = 0
         self.tokens = 0
-
-    def chosen(self, segments: Sequence[Segment]) -> list[Segment]:
-        images = self._spec.images == "moderate"
-        return [s for s in segments if s.kind == "text" or images]
 
     def add(self, segments: Sequence[Segment]) -> None:
         if self._spec.provider != "openai" or not segments:

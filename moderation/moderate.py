@@ -19,7 +19,7 @@ from moderation.models import Example, Reason, Segment, SegmentError, SegmentMod
 from moderation.policy import ModerationSpec
 from moderation.providers import Moderator
 
-__all__ = ["assess", "moderate_batch"]
+__all__ = ["assess", "moderate_batch", "segments_to_moderate"]
 
 _log = structlog.get_logger("moderation.moderate")
 
@@ -38,7 +38,7 @@ async def moderate_batch(
     for example in examples:
         if not example.valid:
             continue
-        chosen = [s for s in example.segments if s.kind == "text" or spec.images == "moderate"]
+        chosen = segments_to_moderate(example.segments, spec)
         if spec.images == "quarantine" and len(chosen) < len(example.segments):
             example.findings.append(
                 Reason(
@@ -85,6 +85,13 @@ async def moderate_batch(
         cache.store(asking)
     for example in todo:
         assess(example, spec)
+
+
+def segments_to_moderate(segments: Sequence[Segment], spec: ModerationSpec) -> list[Segment]:
+    """The segments the moderator scores: every text, and images when the policy says
+    ``images: moderate``."""
+    images = spec.images == "moderate"
+    return [s for s in segments if s.kind == "text" or images]
 
 
 def assess(example: Example, spec: ModerationSpec) -> None:

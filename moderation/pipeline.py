@@ -25,7 +25,7 @@ from moderation.route import route
 from moderation.summary import Tally
 from moderation.validate import validate
 
-__all__ = ["Pipeline", "PipelineOptions"]
+__all__ = ["Pipeline", "PipelineOptions", "batches"]
 
 BatchSink = Callable[[Sequence[Example]], Awaitable[None]]
 
@@ -92,7 +92,7 @@ class Pipeline:
         group: asyncio.TaskGroup,
     ) -> None:
         index = itertools.count()
-        for batch in _batches(examples, self.options.batch_size, self.options.batch_bytes):
+        for batch in batches(examples, self.options.batch_size, self.options.batch_bytes):
             await window.acquire()
             for example in batch:
                 example.index = next(index)
@@ -123,7 +123,8 @@ class Pipeline:
             window.release()
 
 
-def _batches(examples: Iterable[Example], size: int, max_bytes: int) -> Iterable[list[Example]]:
+def batches(examples: Iterable[Example], size: int, max_bytes: int) -> Iterable[list[Example]]:
+    """``examples`` in lists of ``size``, cut early past ``max_bytes`` of input."""
     batch: list[Example] = []
     used = 0
     for example in examples:
