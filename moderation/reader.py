@@ -26,6 +26,7 @@ from moderation.errors import InputError
 from moderation.models import Example, Reason
 
 __all__ = [
+    "BOM",
     "DEFAULT_MAX_LINE_BYTES",
     "MAX_DEPTH",
     "ReadStats",
@@ -50,7 +51,8 @@ deeply). The two parsers behind :func:`parse_line` stop at different depths (orj
 1024, the standard library where the stack ends), and an output record adds a level;
 one bound below both keeps every record readable by every reader of the outputs."""
 
-_BOM = b"\xef\xbb\xbf"
+BOM = b"\xef\xbb\xbf"
+"""The UTF-8 byte order mark: skipped at the start of a file (and of a record)."""
 _TOO_DEEP = Reason(stage="validate", code="invalid_json", detail={"error": "nested too deeply"})
 _WHITESPACE = b" \t\r\n\x0b\x0c"
 # POSIX flags; where a platform lacks one, it is left out.
@@ -210,7 +212,7 @@ def _read_lines(
             continue
         raw = chunk[:-1] if chunk.endswith(b"\n") else chunk
         stats.bytes += len(chunk)
-        body = raw[len(_BOM) :] if line_no == 1 and raw.startswith(_BOM) else raw
+        body = raw[len(BOM) :] if line_no == 1 and raw.startswith(BOM) else raw
         if not body.strip(_WHITESPACE):
             stats.blank_lines += 1
             continue

@@ -19,7 +19,7 @@ import orjson
 
 from moderation._paths import create_new, partial_name, prepare_output_dir
 from moderation.models import Example, ExampleResult, SegmentError, SegmentReport
-from moderation.reader import hash_file
+from moderation.reader import BOM, hash_file
 
 __all__ = ["DATA_FILES", "OUTPUT_FILES", "OutputDir", "example_result"]
 
@@ -32,7 +32,6 @@ _BIG_INT = re.compile(rb"[0-9]{19}")
 # Numbers a float cannot hold as written: a long run of digits (past 64 bits, past
 # double precision) or a three-digit exponent (1e400 is read as inf, written as null).
 _INEXACT_NUMBER = re.compile(rb"[0-9]{19}|[eE][+-]?[0-9]{3}")
-_BOM = b"\xef\xbb\xbf"
 
 
 def example_result(example: Example, *, include_example: bool = True) -> ExampleResult:
@@ -82,13 +81,13 @@ def _exact_record(example: Example) -> Any:
     so records that hold one are parsed again, exactly, by the standard library."""
     if _BIG_INT.search(example.raw) is None:
         return example.record
-    return json.loads(example.raw.removeprefix(_BOM))
+    return json.loads(example.raw.removeprefix(BOM))
 
 
 def _as_written(example: Example) -> orjson.Fragment:
     """The record exactly as the input line has it: it parsed as this JSON object, so
     it is valid JSON."""
-    return orjson.Fragment(example.raw.removeprefix(_BOM).strip(b" \t\r\n"))
+    return orjson.Fragment(example.raw.removeprefix(BOM).strip(b" \t\r\n"))
 
 
 def _record_line(record: dict[str, Any], example: Example) -> bytes:
