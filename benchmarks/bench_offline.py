@@ -6,7 +6,8 @@ processes so that peak memory (max RSS) is measured per run:
 - ``bare``: a read → parse → serialise → write loop with orjson over the same file
   (the floor: what any Python tool pays just to touch every line);
 - ``moderation``: the full offline pipeline (reader, validate, local detectors and
-  classifier, route, sinks, audit log, summary).
+  classifier, route, sinks, hash-chained audit log, summary), with ``--no-cache`` so
+  that every repeat does all the work.
 
 Each is repeated ``--repeat`` times, alternating, and the medians are reported, with
 the ratio of the two measured in the same run (this machine is shared and noisy).
@@ -91,6 +92,9 @@ def main() -> None:
                             "--policy",
                             "offline",
                             "--quiet",
+                            # Every repeat does the whole work: a warm cache would skip
+                            # the classifier (bench_cache.py measures the cache).
+                            "--no-cache",
                             "--concurrency",
                             str(args.concurrency),
                             "--batch-size",
