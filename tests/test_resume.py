@@ -189,3 +189,82 @@ async def test_an_interrupted_rerun_removes_the_previous_runs_outputs(tmp_path: 
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run
+
+
+def _graded_hashes(path: Path) -> set[str]:
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute(
+            "SELECT hash FROM entries JOIN scopes ON scopes.id = entries.scope"
+            " WHERE stage = 'grade'"
+        )
+        return {row[0] for row in rows}
+    finally:
+        db.close()
+
+
+@pytest.mark.slow
+async def test_a_run_with_the_grader_killed_mid_way_resumes_without_asking_twice(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    """The default pack (moderation, then the LLM judge on escalations): kill -9 while
+    the judge is answering, run again; only the unjudged escalations are sent, the files
+    are the uninterrupted run's, and the resumed run's audit trail verifies."""
+    from moderation.verify import verify_run
+
+    fake.config.latency = 0.01
+    rng = random.Random(11)
+    escalated: set[str] = set()
+    with (tmp_path / "data.jsonl").open("wb") as handle:
+        for i in range(3000):
+            user, assistant = f"question {i}", f"answer {i}"
+            if rng.random() < 0.1:
+                user += " " + marker("violence")
+                assistant += " COMPLY" if rng.random() < 0.3 else " I can't help with that."
+            raw = line(chat(user, assistant, system=None))
+            handle.write(raw + b"\n")
+            if "UNSAFE_" in user:
+                escalated.add(hashlib.sha256(raw).hexdigest())
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": fake.base_url}
+
+    async def start(out: str, *extra: str) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "moderation", "run", "data.jsonl", "--out", out),
+            *("--policy", "default", "--quiet", "--concurrency", "2", *extra),
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+
+    def judged(since: int = 0) -> int:
+        return sum(
+            1 for r in fake.requests[since:] if r.path == "/v1/chat/completions" and r.status
+        )
+
+    reference = await start("reference", "--no-cache")
+    _, err = await reference.communicate()
+    assert reference.returncode == 0, err.decode()
+    assert judged() == len(escalated) > 200
+
+    before = len(fake.requests)
+    proc = await start("out")
+    while judged(before) < len(escalated) // 2 and proc.returncode is None:  # noqa: ASYNC110
+        await asyncio.sleep(0.002)
+    assert proc.returncode is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    await proc.wait()
+    await asyncio.sleep(0.2)
+    out = tmp_path / "out"
+    # One grade entry per judged example (keyed by the example and what it was shown).
+    answered = len(_graded_hashes(out / ".moderation-cache.sqlite"))
+    assert 0 < answered < len(escalated)
+
+    since = len(fake.requests)
+    final = await start("out")
+    _, err = await final.communicate()
+    assert final.returncode == 0, err.decode()
+    assert judged(since) == len(escalated) - answered
+    for name in DATA_FILES:
+        assert (out / name).read_bytes() == (tmp_path / "reference" / name).read_bytes(), name
+    assert verify_run(out).ok
