@@ -35,6 +35,23 @@ async def fake() -> AsyncIterator[object]:
 
 
 @pytest.fixture
+async def client(fake: object) -> AsyncIterator[object]:
+    """The real SDK client pointed at ``fake``, with its own retries on: a provider must
+    switch them off itself."""
+    from openai import AsyncOpenAI, DefaultAioHttpClient
+
+    sdk = AsyncOpenAI(
+        api_key="sk-test-key",
+        base_url=fake.base_url,  # type: ignore[attr-defined]
+        http_client=DefaultAioHttpClient(),
+        max_retries=3,
+        timeout=5.0,
+    )
+    yield sdk
+    await sdk.close()
+
+
+@pytest.fixture
 def fixtures_dir() -> Path:
     return FIXTURES
 

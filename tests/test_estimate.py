@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
+from child import run_cli
 from fake_openai import FakeOpenAI, marker
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
@@ -88,35 +87,19 @@ def test_escalations_ceiling_counts_examples_with_an_escalating_turn(tmp_path: P
     assert (offline.moderation.requests, offline.grader) == (0, None)
 
 
-async def _cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "moderation",
-        *args,
-        env=env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
 async def test_dry_run_calls_nothing_and_needs_no_key(fake: FakeOpenAI, tmp_path: Path) -> None:
     data = _dataset(tmp_path / "data.jsonl", count=50)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     env["COLUMNS"] = "200"
     with_key = {**env, "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": fake.base_url}
-    code, out, err = await _cli("run", str(data), "--dry-run", env=with_key, cwd=tmp_path)
+    code, out, err = await run_cli("run", str(data), "--dry-run", env=with_key, cwd=tmp_path)
     assert code == 0, err
     assert "policy default" in out
     assert "moderation requests" in out and "grader requests" in out
-    code, out_no_key, err = await _cli("run", str(data), "--dry-run", env=env, cwd=tmp_path)
+    code, out_no_key, err = await run_cli("run", str(data), "--dry-run", env=env, cwd=tmp_path)
     assert code == 0, err
     assert out_no_key == out  # the estimate of the policy a key would give
-    code, _, err = await _cli("run", str(data), env=env, cwd=tmp_path)
+    code, _, err = await run_cli("run", str(data), env=env, cwd=tmp_path)
     assert code == 2 and "--out" in err
     assert fake.count() == 0
     # Nothing was written: no outputs, no cache, in the working directory or elsewhere.

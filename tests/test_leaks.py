@@ -3,14 +3,13 @@ two files that exist to hold examples (flagged.jsonl, quarantine.jsonl)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
 import pytest
+from child import run_cli
 from datagen import AWS_KEY, OFFENSIVE, chat, line, write_lines
 from fake_openai import FakeConfig, FakeOpenAI, marker
 from leaks import assert_nowhere
@@ -24,23 +23,6 @@ from moderation.providers import ProviderStats
 REPO = Path(__file__).resolve().parent.parent
 CANARY_KEY = "sk-canary-" + "pR4xW8qZ1mK7tB3nV6yH2cJ9sD5fL0gA"
 CANARY_SENTENCE = "The heron counts seventeen lanterns beneath the quiet aqueduct"
-
-
-async def _moderation(*argv: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
-    """Run the command line in a child process (the fake server keeps serving here)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "moderation",
-        *argv,
-        cwd=cwd,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 def _isolated_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -66,7 +48,7 @@ async def test_a_debug_run_with_a_canary_key_leaks_it_nowhere(tmp_path: Path) ->
     async with FakeOpenAI(FakeConfig(api_key=CANARY_KEY)) as fake:
         fake.script("500")  # one retried failure, so error paths log too
         env = _isolated_env(tmp_path, OPENAI_API_KEY=CANARY_KEY, OPENAI_BASE_URL=fake.base_url)
-        code, out, err = await _moderation(
+        code, out, err = await run_cli(
             "--log-level",
             "debug",
             "run",

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from child import run_cli
 from fake_openai import FakeOpenAI, RecordedRequest, example_block, marker
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
@@ -28,19 +26,6 @@ CHAT = "/v1/chat/completions"
 DEFAULT = load_policy("default")
 RULES = tuple(rule.model_dump(mode="json") for rule in DEFAULT.grader.rules)
 REFUSAL = "I can't help with that. If you are in danger, please contact local emergency services."
-
-
-@pytest.fixture
-async def client(fake: FakeOpenAI) -> AsyncIterator[AsyncOpenAI]:
-    sdk = AsyncOpenAI(
-        api_key="sk-test-key",
-        base_url=fake.base_url,
-        http_client=DefaultAioHttpClient(),
-        max_retries=3,
-        timeout=5.0,
-    )
-    yield sdk
-    await sdk.close()
 
 
 def grader(client: AsyncOpenAI, spec: GraderSpec | None = None) -> OpenAIGrader:
@@ -370,12 +355,8 @@ async def test_run_command_builds_the_grader_from_the_environment(
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     env.update(OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=fake.base_url)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "moderation", "run", str(data), "--out", str(tmp_path / "out"),
-        "--quiet", env=env, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode == 0, err.decode()
+    code, _, err = await run_cli("run", str(data), "--out", str(tmp_path / "out"), env=env)
+    assert code == 0, err
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["policy"]["id"] == "default" and summary["fallback"] is None
     assert summary["counts"] == {"input": 2, "clean": 1, "flagged": 1, "quarantine": 0}

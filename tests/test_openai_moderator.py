@@ -6,7 +6,6 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 from fake_openai import CATEGORIES, FakeOpenAI, marker, unsafe_categories
 from hypothesis import given
 from hypothesis import strategies as st
-from openai import AsyncOpenAI, DefaultAioHttpClient
+from openai import AsyncOpenAI
 
 from moderation.errors import ConfigError, ProviderFatalError
 from moderation.models import Segment, SegmentError, SegmentModeration
@@ -24,19 +23,6 @@ from moderation.providers.openai import OpenAIModerator, RetryPolicy, build_clie
 
 FAST = RetryPolicy(max_attempts=4, base_delay=0.005, max_delay=0.02)
 SNAPSHOT = "omni-moderation-2024-09-26"
-
-
-@pytest.fixture
-async def client(fake: FakeOpenAI) -> AsyncIterator[AsyncOpenAI]:
-    sdk = AsyncOpenAI(
-        api_key="sk-test-key",
-        base_url=fake.base_url,
-        http_client=DefaultAioHttpClient(),
-        max_retries=3,  # the moderator must switch the SDK's own retries off
-        timeout=5.0,
-    )
-    yield sdk
-    await sdk.close()
 
 
 def moderator(client: AsyncOpenAI, **spec: Any) -> OpenAIModerator:
