@@ -1,8 +1,9 @@
 """The result cache: stage answers in SQLite, so a run never pays twice for one answer.
 
 Each entry is one example's result for one stage, keyed by the example's content hash
-and a *scope*: the stage, the provider and model that answered, the policy's hash and
-the tool's version. Change any of them and the old entries simply stop matching.
+and a *scope*: the stage, the provider (with its endpoint, when it has one: a hash of
+the server's address) and model that answered, the policy's hash and the tool's
+version. Change any of them and the old entries simply stop matching.
 
 - ``moderate``: the per-segment scores of the example's moderated segments.
 - ``grade``: the grader's :class:`~moderation.models.Verdict`, or its ``grade.*``

@@ -102,5 +102,5 @@ async def test_dry_run_calls_nothing_and_needs_no_key(fake: FakeOpenAI, tmp_path
     code, _, err = await run_cli("run", str(data), env=env, cwd=tmp_path)
     assert code == 2 and "--out" in err
     assert fake.count() == 0
-    # Nothing was written: no outputs, no cache, in the working directory or elsewhere.
+    # Nothing was written in the working directory: no outputs, no cache.
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["data.jsonl"]  # noqa: ASYNC240

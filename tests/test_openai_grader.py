@@ -438,8 +438,6 @@ async def test_answers_of_different_servers_are_not_mixed_in_the_cache(
             api_key="sk-test", base_url=server.base_url, http_client=DefaultAioHttpClient()
         ) as sdk:
             moderator = OpenAIModerator(DEFAULT.moderation, sdk, retry_policy=FAST)
-            host = sdk.base_url.host
-            assert moderator.endpoint == f"http://{host}:{sdk.base_url.port}/v1"
             summary = await screen(
                 data,
                 out=tmp_path / out,
@@ -455,3 +453,21 @@ async def test_answers_of_different_servers_are_not_mixed_in_the_cache(
     assert second["requests"] == 0, (second["cache"], second["providers"])  # from the cache
     async with FakeOpenAI(FakeConfig()) as other:
         assert (await run(other, "c"))["requests"] == 2  # another server is asked
+
+
+async def test_the_endpoint_names_the_server_without_any_secret_in_its_url() -> None:
+    urls = {
+        "plain": "http://127.0.0.1:8000/v1",
+        "user": "http://user:PASSWORDCANARY@127.0.0.1:8000/v1",
+        "query": "https://gw.example.com/v1?api-key=QUERYCANARY",
+        "path": "https://proxy.example.com/sk-PATHCANARY123/v1",
+    }
+    endpoints = {}
+    for name, url in urls.items():
+        async with AsyncOpenAI(api_key="sk-x", base_url=url) as sdk:
+            endpoints[name] = OpenAIGrader(DEFAULT.grader, sdk).endpoint
+    for endpoint in endpoints.values():
+        assert "CANARY" not in endpoint and endpoint.startswith("sha256:")
+    # Credentials do not make another server; another host or path does.
+    assert endpoints["plain"] == endpoints["user"]
+    assert len({endpoints["plain"], endpoints["query"], endpoints["path"]}) == 3

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import random
 import time
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from openai import AsyncOpenAI
 
@@ -19,8 +20,10 @@ from moderation.providers.openai._retry import RetryLoop, RetryPolicy
 
 __all__ = ["OpenAIProvider"]
 
+SpecT = TypeVar("SpecT", ModerationSpec, GraderSpec)
 
-class OpenAIProvider:
+
+class OpenAIProvider(Generic[SpecT]):
     """Base of :class:`OpenAIModerator` and :class:`OpenAIGrader`.
 
     ``client`` is used as given but with its own retries switched off (every 429 must
@@ -41,7 +44,7 @@ class OpenAIProvider:
 
     def __init__(
         self,
-        spec: ModerationSpec | GraderSpec,
+        spec: SpecT,
         client: AsyncOpenAI | None = None,
         *,
         timeout: float | None = None,
@@ -52,6 +55,7 @@ class OpenAIProvider:
         rng: random.Random | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
+        self._spec: SpecT = spec
         self._model = spec.model or self.DEFAULT_MODEL
         self._client, self._owns_client = client_for_provider(
             client, timeout=timeout, default_timeout=self.DEFAULT_TIMEOUT
@@ -74,9 +78,13 @@ class OpenAIProvider:
             sleep=sleep,
             rng=rng,
         )
+        self._configure()
+
+    def _configure(self) -> None:
+        """What a subclass derives from its spec, once the common parts are built."""
 
     @classmethod
-    def from_spec(cls, spec: Any, **options: Any) -> Self:
+    def from_spec(cls, spec: SpecT, **options: Any) -> Self:
         """A provider with its own client from the environment (see the class)."""
         return cls(spec, None, **options)
 
@@ -87,11 +95,12 @@ class OpenAIProvider:
 
     @property
     def endpoint(self) -> str:
-        """The server's address (scheme, host, port, path; never a user or password), so
-        that the result cache never mixes answers of different servers."""
+        """Which server answers, for the result cache (answers of different servers are
+        never mixed): a hash of the base URL's scheme, host, port and path, so that a
+        gateway token in the path never reaches the cache file in clear."""
         url = self._client.base_url
-        port = f":{url.port}" if url.port else ""
-        return f"{url.scheme}://{url.host}{port}{url.path}".rstrip("/")
+        where = f"{url.scheme}://{url.host}:{url.port or ''}{url.path}".rstrip("/")
+        return "sha256:" + hashlib.sha256(where.encode()).hexdigest()[:32]
 
     @property
     def model(self) -> str:

@@ -31,7 +31,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from openai import AsyncOpenAI, omit
+from openai import omit
 from pydantic import BaseModel, ValidationError
 
 from moderation.models import Reason, Verdict
@@ -119,22 +119,23 @@ def read_answer(completion: _Completion, rule_ids: frozenset[str]) -> Verdict | 
     return verdict
 
 
-class OpenAIGrader(OpenAIProvider):
+class OpenAIGrader(OpenAIProvider[GraderSpec]):
     """Judges examples with a chat model (OpenAI or any compatible server).
 
-    Construction, client ownership and test hooks: see :class:`OpenAIProvider`.
+    ``OpenAIGrader(spec, client=None, *, timeout=None, max_attempts=None, ...)``:
+    without a client one is built from ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` and
+    closed by :meth:`aclose`; the default timeout is 60 s an attempt. The rest of the
+    construction, client ownership and test hooks: see :class:`OpenAIProvider`.
     """
 
     DEFAULT_MODEL = DEFAULT_GRADER_MODEL
     DEFAULT_TIMEOUT = DEFAULT_TIMEOUT
 
-    def __init__(self, spec: GraderSpec, client: AsyncOpenAI | None = None, **options: Any) -> None:
-        super().__init__(spec, client, **options)
-        self._spec = spec
-        self._price = price_for(self._model, spec.prices)
+    def _configure(self) -> None:
+        self._price = price_for(self._model, self._spec.prices)
         if self._price is None:
             self._stats.cost_usd = None
-        self._rule_ids = frozenset(rule.id for rule in spec.rules)
+        self._rule_ids = frozenset(rule.id for rule in self._spec.rules)
         self._schema = verdict_schema(sorted(self._rule_ids))
 
     async def grade(self, request: GradeRequest) -> Verdict | Reason:

@@ -17,9 +17,8 @@ import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
-from openai import AsyncOpenAI
 from openai.types import ModerationImageURLInputParam
 
 from moderation.models import Segment, SegmentError, SegmentModeration
@@ -143,20 +142,17 @@ def plan_requests(segments: Sequence[Segment], spec: ModerationSpec) -> list[int
     return [sum(units[p].tokens for p in request) for request in _pack(units, spec)]
 
 
-class OpenAIModerator(OpenAIProvider):
+class OpenAIModerator(OpenAIProvider[ModerationSpec]):
     """Scores segments with the OpenAI moderation endpoint (or a compatible server).
 
-    Construction, client ownership and test hooks: see :class:`OpenAIProvider`.
+    ``OpenAIModerator(spec, client=None, *, timeout=None, max_attempts=None, ...)``:
+    without a client one is built from ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` and
+    closed by :meth:`aclose`; the default timeout is 30 s an attempt. The rest of the
+    construction, client ownership and test hooks: see :class:`OpenAIProvider`.
     """
 
     DEFAULT_MODEL = DEFAULT_MODERATION_MODEL
     DEFAULT_TIMEOUT = DEFAULT_TIMEOUT
-
-    def __init__(
-        self, spec: ModerationSpec, client: AsyncOpenAI | None = None, **options: Any
-    ) -> None:
-        super().__init__(spec, client, **options)
-        self._spec = spec
 
     async def moderate(self, segments: Sequence[Segment]) -> list[SegmentModeration | SegmentError]:
         """Score ``segments``; the result is aligned with them. Raises only
