@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_openai import CATEGORIES, FakeOpenAI, marker, unsafe_categories
+from fake_openai import CATEGORIES, FakeOpenAI, Route, marker, unsafe_categories
 from hypothesis import given
 from hypothesis import strategies as st
 from openai import AsyncOpenAI
@@ -104,6 +104,25 @@ async def test_persistent_wrong_count_is_an_error_never_a_guess(
     fake.config.fault_rate = 1.0
     fake.config.faults = ("wrong_count",)
     results = await moderator(client).moderate([text(i) for i in range(3)])
+    assert all(isinstance(r, SegmentError) and r.code == "bad_response" for r in results)
+    assert fake.count() == FAST.max_attempts
+
+
+async def test_an_answer_without_scores_fails_closed(fake: FakeOpenAI, client: AsyncOpenAI) -> None:
+    """A compatible server that answers with empty (or all-null) scores has judged
+    nothing: retried, then an error, never a clean pass."""
+    real = fake.routes["/v1/moderations"]
+
+    def unscored(body: Any) -> dict[str, Any]:
+        payload = real.handler(body)
+        for i, result in enumerate(payload["results"]):
+            scores = result["category_scores"]
+            result["category_scores"] = {} if i % 2 else dict.fromkeys(scores)
+            result["categories"] = {}
+        return payload
+
+    fake.add_route("/v1/moderations", Route(unscored, real.tokens))
+    results = await moderator(client).moderate([text(i) for i in range(4)])
     assert all(isinstance(r, SegmentError) and r.code == "bad_response" for r in results)
     assert fake.count() == FAST.max_attempts
 

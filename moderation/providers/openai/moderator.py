@@ -301,6 +301,9 @@ def _parse_results(content: bytes, expected: int, requested_model: str) -> list[
             if not math.isfinite(score):
                 raise MalformedResponse(f"score of {category!r} is not finite")
             clean[str(category)] = float(score)
+        if not clean:
+            # No score is no verdict: an empty answer must never pass an example as safe.
+            raise MalformedResponse("a result has no category scores")
         flagged = frozenset(str(c) for c, on in categories.items() if on is True)
         parsed.append(_Scored(clean, flagged, model))
     return parsed
