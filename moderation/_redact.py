@@ -96,7 +96,8 @@ _CREDENTIAL_NAME = (
 # Our own rules, on top of the detector's: each match is replaced from ``group(1)`` on
 # (or whole, when the regex has no group).
 _OWN_PATTERNS: Final = (
-    re.compile(r"(?<![A-Za-z0-9_-])(sk-[A-Za-z0-9_\-]{8,})"),
+    # `*`: OpenAI's error messages quote keys masked as sk-proj-****...abcd.
+    re.compile(r"(?<![A-Za-z0-9_-])(sk-[A-Za-z0-9_*\-]{8,})"),
     re.compile(r"(?i)\bbearer\s+([A-Za-z0-9._~+/\-]{8,}=*)"),
     re.compile(
         r"(?i)(?<![a-z0-9])" + _CREDENTIAL_NAME + r"[\"']?\s*[:=]\s*[\"']?"

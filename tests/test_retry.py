@@ -9,16 +9,19 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from fake_openai import FakeConfig, FakeOpenAI
+from fake_openai import ApiError, FakeConfig, FakeOpenAI, Route
 from hypothesis import given
 from hypothesis import strategies as st
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from moderation.errors import ProviderFatalError
+from moderation.models import Segment, SegmentError
+from moderation.policy import ModerationSpec
 from moderation.providers import ProviderStats
 from moderation.providers.openai import (
     Failure,
     MalformedResponse,
+    OpenAIModerator,
     RateLimiter,
     RetryLoop,
     RetryPolicy,
@@ -214,3 +217,25 @@ async def test_records_keep_no_authorization_value(fake: FakeOpenAI, client: Asy
     assert recorded.headers["authorization"] == "<redacted>"
     assert "sk-test-secret-key" not in repr(recorded)
     assert recorded.body == {"input": ["hello"], "model": "m"}
+
+
+async def test_provider_messages_are_redacted_before_they_reach_an_output(
+    fake: FakeOpenAI, client: AsyncOpenAI
+) -> None:
+    """A failed request's message goes into quarantine.jsonl: masked OpenAI keys and
+    credentials a proxy echoes are taken out by the project's one redactor."""
+    message = (
+        "Incorrect input for sk-proj-****************abcd. Upstream said"
+        " Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
+    )
+
+    def refuse(body: Any) -> dict[str, Any]:
+        raise ApiError(422, message)
+
+    fake.add_route("/v1/moderations", Route(refuse, lambda body, count: 1))
+    (result,) = await OpenAIModerator(
+        ModerationSpec(provider="openai"), client, retry_policy=RetryPolicy(max_attempts=1)
+    ).moderate([Segment(path="text", role="text", text="hello")])
+    assert isinstance(result, SegmentError) and result.code == "unprocessable"
+    assert "Incorrect input for" in result.message
+    assert "abcd" not in result.message and "eyJhbGciOi" not in result.message

@@ -25,19 +25,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 import openai
 
+from moderation._redact import redact_text
 from moderation.errors import ProviderFatalError
 from moderation.providers import ProviderStats
 from moderation.providers.openai._ratelimit import RateLimiter, Sleep, parse_retry_after
 
 __all__ = ["Failure", "MalformedResponse", "RetryLoop", "RetryPolicy"]
-
-_KEYLIKE = re.compile(r"\b(sk-|sess-|key-)[A-Za-z0-9_*\-]{4,}")
 
 
 class HasHeaders(Protocol):
@@ -259,5 +257,6 @@ def _error_code(exc: openai.APIStatusError) -> str | None:
 def _api_message(exc: openai.APIStatusError) -> str:
     message = _error_body(exc).get("message")
     text = message if isinstance(message, str) and message else f"HTTP {exc.status_code}"
-    # OpenAI quotes a masked key in some messages; keys never reach logs or outputs.
-    return _KEYLIKE.sub(r"\1***", text)[:500]
+    # These messages reach quarantine.jsonl: OpenAI quotes a masked key in some, a proxy
+    # may echo a header. The one redactor of the project takes out either.
+    return redact_text(text)[:500]
