@@ -33,7 +33,7 @@ from moderation.api import resolve_policy, screen
 from moderation.config import Settings, find_project_config, settings
 from moderation.errors import ConfigError, InvariantError, ModerationError
 from moderation.gate_report import emit, github_error
-from moderation.gating import Limit, gate
+from moderation.gating import DEFAULT_KEEP, Limit, gate
 from moderation.logs import DEFAULT_LOG_LEVEL, LOG_LEVELS, configure_logging
 from moderation.reader import DEFAULT_MAX_LINE_BYTES, ReadStats, check_inputs, read_examples
 from moderation.tokens import token_method
@@ -169,7 +169,7 @@ def _parser() -> argparse.ArgumentParser:
         "--show",
         type=_non_negative,
         metavar="N",
-        help="findings listed (text 20) or annotated (github 50)",
+        help="findings listed (text 20, json 200) or annotated (github 50)",
     )
     _common(ci)
     ci.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -327,6 +327,8 @@ def _gate(args: argparse.Namespace) -> int:
                     batch_size=opts.batch_size,
                     max_line_bytes=opts.max_line_bytes,
                     progress=progress,
+                    # What --show asks for is kept, in every format (json: all it keeps).
+                    keep=max(args.show or 0, DEFAULT_KEEP),
                 )
             )
     except ModerationError as exc:

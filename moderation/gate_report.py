@@ -106,7 +106,7 @@ def render_text(result: GateResult, *, show: int = TEXT_FINDINGS) -> str:
     for name in ("flagged", "quarantine"):
         found = getattr(counts, name)
         limit = result.limits[name]
-        over = any(f.startswith(f"{name}:") for f in result.failures)
+        over = name in result.exceeded
         lines.append(f"  {name:<11} {found:>8,}  limit {limit:<6} {'EXCEEDED' if over else 'ok'}")
     lines.append(f"  requests {result.requests:,}; {_cache_line(result)}")
     shown = result.findings[:show]
@@ -138,12 +138,11 @@ def github_commands(result: GateResult, *, show: int = GITHUB_ANNOTATIONS) -> li
     A finding is an ``error`` when its decision's limit was exceeded, else a
     ``warning`` (within the limits the gate tolerates it, but it is worth a look).
     """
-    exceeded = {f.split(":", 1)[0] for f in result.failures}
     commands = []
     for finding in result.findings[:show]:
         commands.append(
             _command(
-                "error" if finding.decision in exceeded else "warning",
+                "error" if finding.decision in result.exceeded else "warning",
                 _describe(finding),
                 file=finding.source,
                 line=finding.line,
@@ -156,7 +155,7 @@ def github_commands(result: GateResult, *, show: int = GITHUB_ANNOTATIONS) -> li
             _command(
                 "notice",
                 f"{more:,} more findings are not annotated; run `moderation gate"
-                " --format json` for them all.",
+                f" --format json --show {result.findings_total}` to list them all.",
                 title="moderation gate",
             )
         )
@@ -192,7 +191,6 @@ def step_summary(result: GateResult) -> str:
     def share(n: int) -> str:
         return f"{100 * n / counts.input:.1f}%" if counts.input else "-"
 
-    failed = {f.split(":", 1)[0] for f in result.failures}
     lines = [
         f"## moderation gate: {'passed' if result.passed else '**failed**'}",
         "",
@@ -206,7 +204,7 @@ def step_summary(result: GateResult) -> str:
     ]
     for name in ("flagged", "quarantine"):
         found = getattr(counts, name)
-        mark = "**exceeded**" if name in failed else "ok"
+        mark = "**exceeded**" if name in result.exceeded else "ok"
         lines.append(f"| {name} | {found:,} | {share(found)} | {result.limits[name]} {mark} |")
     if result.reasons:
         top = ", ".join(f"`{_cell(k)}` {v:,}" for k, v in list(result.reasons.items())[:8])

@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from moderation._run import (
     PathLike,
     PolicyArg,
+    PolicyChoice,
     ProgressCallback,
     input_paths,
     policy_info,
@@ -41,7 +42,16 @@ from moderation.providers import Grader, Moderator
 from moderation.reader import DEFAULT_MAX_LINE_BYTES
 from moderation.summary import Counts
 
-__all__ = ["DETAIL_KEYS", "Finding", "GateResult", "Limit", "LimitArg", "gate", "gate_sync"]
+__all__ = [
+    "DEFAULT_KEEP",
+    "DETAIL_KEYS",
+    "Finding",
+    "GateResult",
+    "Limit",
+    "LimitArg",
+    "gate",
+    "gate_sync",
+]
 
 DETAIL_KEYS = ("category", "score", "threshold", "path", "role", "rule", "confidence", "bar")
 """The only parts of a reason's detail a gate report repeats: numbers and locations
@@ -130,6 +140,8 @@ class GateResult(BaseModel):
     """``flagged`` and ``quarantine``: the limits applied, as given."""
     failures: list[str]
     """One line per limit exceeded, e.g. ``flagged: 3 of 200 examples, limit 1%``."""
+    exceeded: list[str] = Field(default_factory=list)
+    """The decisions (``flagged``, ``quarantine``) whose limit was exceeded."""
     findings: list[Finding]
     """The first findings in input order (at most ``keep`` of them)."""
     findings_total: int
@@ -165,6 +177,9 @@ async def gate(
     output file is written; ``cache`` (a path or an open cache) keeps stage answers.
     """
     limits = {"flagged": Limit.parse(max_flagged), "quarantine": Limit.parse(max_quarantined)}
+    if isinstance(policy, PolicyChoice) and policy.fallback:
+        # The gate never passes a dataset on a weaker policy than the one asked for.
+        raise ConfigError(f"the gate does not fall back to another policy: {policy.fallback}")
     paths = input_paths(inputs, records)
     run = prepare(
         policy,
@@ -193,10 +208,14 @@ async def gate(
         providers = providers_report(run)
         cache_info = cache_report(run.cache, run.cache_problem)
     counts = Counts(**tally.counts(run.stats.examples))
-    failures = [
-        f"{name}: {found:,} of {counts.input:,} examples, limit {limit}"
+    exceeded = [
+        name
         for name, limit in limits.items()
-        if not limit.allows(found := getattr(counts, name), counts.input)
+        if not limit.allows(getattr(counts, name), counts.input)
+    ]
+    failures = [
+        f"{name}: {getattr(counts, name):,} of {counts.input:,} examples, limit {limits[name]}"
+        for name in exceeded
     ]
     if counts.input == 0:
         # Empty files, or only blank lines: a gate that checked nothing must not pass.
@@ -207,6 +226,7 @@ async def gate(
         counts=counts,
         limits={name: str(limit) for name, limit in limits.items()},
         failures=failures,
+        exceeded=exceeded,
         findings=findings,
         findings_total=counts.flagged + counts.quarantine,
         reasons=breakdown["reasons"],

@@ -310,3 +310,35 @@ def test_records_and_the_finding_cap(tmp_path: Path) -> None:
     commands = github_commands(result, show=3)
     assert len(commands) == 5 and "27 more findings" in commands[3]
     assert "| quarantine | 30 | 100.0% | 0 **exceeded** |" in step_summary(result)
+
+
+def test_show_is_honoured_in_every_format_and_json_lists_what_it_keeps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _write(tmp_path / "bad.jsonl", [b"{not json"] * 300)
+    argv = ["gate", str(data), "--policy", "offline", "--no-cache"]
+    assert main([*argv, "--format", "json"]) == 1
+    report = orjson.loads(capsys.readouterr().out)
+    assert (len(report["findings"]), report["findings_total"]) == (200, 300)
+    assert report["exceeded"] == ["quarantine"]
+    assert main([*argv, "--format", "json", "--show", "300"]) == 1
+    assert len(orjson.loads(capsys.readouterr().out)["findings"]) == 300
+    assert main([*argv, "--show", "250"]) == 1
+    assert "first 250 of 300" in capsys.readouterr().out
+    assert main([*argv, "--format", "github"]) == 1
+    notice = next(c for c in capsys.readouterr().out.splitlines() if c.startswith("::notice"))
+    assert "250 more findings" in notice and "--show 300" in notice
+
+
+def test_the_library_gate_refuses_a_fallback_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a key, resolve_policy() may pick 'offline'; the gate does not take it."""
+    from moderation.api import resolve_policy
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    data = _write(tmp_path / "ok.jsonl", _clean(3))
+    choice = resolve_policy(None)
+    assert choice.fallback
+    with pytest.raises(ConfigError, match="does not fall back"):
+        gate_sync(data, policy=choice)
