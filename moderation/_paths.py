@@ -28,7 +28,7 @@ from typing import IO
 
 from moderation.errors import ConfigError
 
-__all__ = ["create_new", "partial_name", "prepare_output_dir"]
+__all__ = ["check_not_an_input", "create_new", "partial_name", "prepare_output_dir"]
 
 # POSIX flags; where a platform lacks one, it is left out (O_EXCL alone already refuses
 # to open an existing name, links included).
@@ -59,15 +59,27 @@ def prepare_output_dir(out: Path, names: Iterable[str], inputs: Iterable[Path] =
     else:
         if not stat.S_ISDIR(info.st_mode):
             raise ConfigError(f"{out}: exists and is not a directory")
+    sources = _sources(inputs)
+    for name in names:
+        _check_target(out / name, sources)
+        # A stale temporary is replaced without a look, unless it is an input.
+        _check_target(out / partial_name(name), sources, temporary=True)
+
+
+def check_not_an_input(target: Path, inputs: Iterable[Path]) -> None:
+    """Raise :class:`ConfigError` when writing ``target`` (the result cache, say) would
+    write over one of ``inputs``, under any name."""
+    _check_target(target, _sources(inputs), temporary=True)
+
+
+def _sources(inputs: Iterable[Path]) -> dict[object, Path]:
+    """Each input by its file identity and by its absolute path."""
     sources: dict[object, Path] = {}
     for path in inputs:
         found = path.stat()
         sources[(found.st_dev, found.st_ino)] = path
         sources[os.path.abspath(path)] = path
-    for name in names:
-        _check_target(out / name, sources)
-        # A stale temporary is replaced without a look, unless it is an input.
-        _check_target(out / partial_name(name), sources, temporary=True)
+    return sources
 
 
 def _check_target(target: Path, sources: dict[object, Path], *, temporary: bool = False) -> None:

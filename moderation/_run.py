@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moderation._paths import check_not_an_input
 from moderation.cache import CacheArg, ResultCache, open_cache
 from moderation.errors import ConfigError
 from moderation.models import Example
-from moderation.pipeline import PipelineOptions
+from moderation.pipeline import Pipeline, PipelineOptions
 from moderation.policy import Policy, load_policy
 from moderation.providers import Grader, Moderator, build_grader, build_moderator
 from moderation.reader import ReadStats, check_inputs, examples_from_records, read_examples
@@ -94,6 +95,8 @@ class Run:
     stats: ReadStats = field(default_factory=ReadStats)
     owns_moderator: bool = True
     owns_grader: bool = True
+    cache_arg: CacheArg = None
+    """The cache asked for; opened by :meth:`open_cache`, once the outputs are checked."""
     cache: ResultCache | None = None
     owns_cache: bool = False
     cache_problem: str | None = None
@@ -105,6 +108,21 @@ class Run:
             return examples_from_records(records, stats=self.stats)
         assert paths is not None
         return read_examples(paths, stats=self.stats, max_line_bytes=self.max_line_bytes)
+
+    def open_cache(self, inputs: Sequence[Path] = ()) -> None:
+        """Open the cache asked for (after every check that could refuse the run, so a
+        refused run leaves no cache file behind); never over one of ``inputs``."""
+        if isinstance(self.cache_arg, ResultCache):
+            self.cache = self.cache_arg
+        elif self.cache_arg is not None:
+            path = Path(self.cache_arg)
+            check_not_an_input(path, inputs)
+            self.cache, self.cache_problem = open_cache(path)
+            self.owns_cache = True
+
+    def pipeline(self) -> Pipeline:
+        """The pipeline of this run's policy, providers, options and cache."""
+        return Pipeline(self.choice.policy, self.moderator, self.grader, self.options, self.cache)
 
     async def __aenter__(self) -> Run:
         return self
@@ -158,13 +176,8 @@ def prepare(
         max_line_bytes=max_line_bytes,
         owns_moderator=moderator is None,
         owns_grader=build_both,
+        cache_arg=cache,
     )
-    # Opened last: a configuration error above must leave no file behind.
-    if isinstance(cache, ResultCache):
-        run.cache = cache
-    elif cache is not None:
-        run.cache, run.cache_problem = open_cache(Path(cache))
-        run.owns_cache = True
     return run
 
 

@@ -39,7 +39,6 @@ from moderation._version import __version__
 from moderation.audit import AuditLog
 from moderation.cache import CacheArg, cache_report
 from moderation.models import Example, ExampleResult
-from moderation.pipeline import Pipeline
 from moderation.providers import Grader, Moderator
 from moderation.reader import DEFAULT_MAX_LINE_BYTES, hash_file, input_links, path_text
 from moderation.sinks import OutputDir, example_result
@@ -90,11 +89,10 @@ async def screen(
         input_hashes = {path_text(p): hash_file(p) for p in paths or ()}
         outputs = OutputDir(Path(out), inputs=list(paths or ()))
         try:
+            run.open_cache(paths or ())
             audit = AuditLog(outputs.audit_handle)
             audit.event("run_start", **_run_start(run, input_hashes, paths or []))
-            pipeline = Pipeline(
-                run.choice.policy, run.moderator, run.grader, run.options, run.cache
-            )
+            pipeline = run.pipeline()
 
             async def sink(batch: Sequence[Example]) -> None:
                 for example in batch:
@@ -153,7 +151,6 @@ async def stream(
         cache=cache,
     )
     queue: asyncio.Queue[list[ExampleResult] | None] = asyncio.Queue(maxsize=max(2, concurrency))
-    pipeline = Pipeline(run.choice.policy, run.moderator, run.grader, run.options, run.cache)
 
     async def sink(batch: Sequence[Example]) -> None:
         await queue.put([example_result(e) for e in batch])
@@ -172,6 +169,8 @@ async def stream(
         await queue.put(None)
 
     async with run:
+        run.open_cache(paths or ())
+        pipeline = run.pipeline()
         producer = asyncio.create_task(produce())
         try:
             while (results := await queue.get()) is not None:

@@ -37,7 +37,6 @@ from moderation._run import (
 from moderation.cache import CacheArg, cache_report
 from moderation.errors import ConfigError
 from moderation.models import DecisionKind, Example
-from moderation.pipeline import Pipeline
 from moderation.providers import Grader, Moderator
 from moderation.reader import DEFAULT_MAX_LINE_BYTES
 from moderation.summary import Counts
@@ -194,7 +193,8 @@ async def gate(
     started = time.monotonic()
     findings: list[Finding] = []
     async with run:
-        pipeline = Pipeline(run.choice.policy, run.moderator, run.grader, run.options, run.cache)
+        run.open_cache(paths or ())
+        pipeline = run.pipeline()
 
         async def sink(batch: Sequence[Example]) -> None:
             for example in batch:

@@ -177,3 +177,21 @@ def test_a_path_with_dot_dot_is_not_recorded_as_a_link(tmp_path: Path, data: Pat
     _screen(source, tmp_path / "out")
     start = orjson.loads((tmp_path / "out" / "audit.jsonl").read_bytes().splitlines()[0])
     assert start["links"] == {}
+
+
+def test_the_cache_is_never_written_over_an_input_nor_left_by_a_refused_run(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    original = data.read_bytes()
+    # The cache named as an input: refused before anything is read or written.
+    gate = ["gate", str(data), "--policy", "offline", "--cache", str(data)]
+    assert main(gate) == 2
+    assert "refusing to write an output over an input" in capsys.readouterr().err
+    assert data.read_bytes() == original
+    # An output directory the run refuses: no cache file is created in it either.
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "clean.jsonl").write_bytes(original)
+    run = ["run", str(out / "clean.jsonl"), "--out", str(out), "--policy", "offline"]
+    assert main(run) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["clean.jsonl"]
