@@ -77,6 +77,9 @@ def test_the_action_is_composite_and_passes_inputs_through_the_environment() -> 
     assert "${{" not in str(step["run"]), "inputs must not be pasted into the script"
     cache_step = next(s for s in ACTION["runs"]["steps"] if "actions/cache" in s.get("uses", ""))
     assert cache_step["with"]["path"] == "${{ inputs.cache }}"
+    # Saved even when the gate fails: those answers were paid for too.
+    (save,) = [s for s in ACTION["runs"]["steps"] if s.get("uses") == "actions/cache/save@v4"]
+    assert save["if"] == "always()" and save["with"]["path"] == "${{ inputs.cache }}"
 
 
 @pytest.mark.parametrize(
