@@ -25,6 +25,7 @@ from moderation.models import Segment, SegmentError, SegmentModeration
 from moderation.policy import ModerationSpec
 from moderation.providers.openai._base import OpenAIProvider
 from moderation.providers.openai._retry import Failure, MalformedResponse
+from moderation.tokens import estimate_text
 
 __all__ = [
     "DEFAULT_MODERATION_MODEL",
@@ -43,9 +44,9 @@ IMAGE_TOKENS = 1_000
 
 
 def estimate_tokens(text: str) -> int:
-    """An offline overestimate of ``text``'s tokens: a token is at least 3 UTF-8 bytes
-    in practice (English averages about 4)."""
-    return max(1, math.ceil(len(text.encode("utf-8")) / 3))
+    """What one input is charged against the tokens-per-minute limit: the project's
+    offline estimate (:func:`~moderation.tokens.estimate_text`), at least 1."""
+    return max(1, estimate_text(text))
 
 
 def chunk_text(text: str, size: int, overlap: int) -> list[str]:
