@@ -22,6 +22,7 @@ from moderation.moderate import segments_to_moderate
 from moderation.pipeline import PipelineOptions, batches
 from moderation.policy import Policy
 from moderation.reader import DEFAULT_MAX_LINE_BYTES, ReadStats, read_examples
+from moderation.tokens import estimate_text
 from moderation.validate import validate
 
 __all__ = ["GraderEstimate", "ModerationEstimate", "RunEstimate", "estimate_run"]
@@ -136,9 +137,15 @@ class _GraderCounter:
     def __init__(self, policy: Policy) -> None:
         self._policy = policy
         self._spec = policy.grader
-        self._rules = tuple(rule.model_dump(mode="json") for rule in self._spec.rules)
         self.requests = 0
         self.tokens = 0
+        self._system_tokens = 0
+        if self._spec.provider == "openai":
+            from moderation.providers.openai._prompt import system_prompt
+
+            rules = [rule.model_dump(mode="json") for rule in self._spec.rules]
+            # The same system message goes with every request: counted once here.
+            self._system_tokens = estimate_text(system_prompt(rules))
 
     def add(self, example: Example) -> None:
         spec = self._spec
@@ -147,8 +154,7 @@ class _GraderCounter:
         escalate = self._policy.moderation.escalate_roles
         if spec.sees != "all" and not any(s.role in escalate for s in example.segments):
             return
-        from moderation.providers.openai import estimate_tokens
-        from moderation.providers.openai._prompt import build_messages
+        from moderation.providers.openai._prompt import user_message
 
         # A ceiling: as if every turn that can escalate had a finding to show.
         hints = [
@@ -165,9 +171,8 @@ class _GraderCounter:
             for s in example.segments
             if s.role in escalate
         ]
-        messages = build_messages(self._rules, example.segments, hints)
         self.requests += 1
-        self.tokens += sum(estimate_tokens(m["content"]) for m in messages)
+        self.tokens += self._system_tokens + estimate_text(user_message(example.segments, hints))
 
     def result(self) -> GraderEstimate | None:
         spec = self._spec

@@ -39,7 +39,7 @@ from moderation.policy import GraderSpec
 from moderation.providers import GradeRequest
 from moderation.providers.openai._base import OpenAIProvider
 from moderation.providers.openai._prices import price_for
-from moderation.providers.openai._prompt import build_messages, verdict_schema
+from moderation.providers.openai._prompt import system_prompt, user_message, verdict_schema
 from moderation.providers.openai._retry import Failure, MalformedResponse
 from moderation.providers.openai.moderator import estimate_tokens
 
@@ -137,12 +137,21 @@ class OpenAIGrader(OpenAIProvider[GraderSpec]):
             self._stats.cost_usd = None
         self._rule_ids = frozenset(rule.id for rule in self._spec.rules)
         self._schema = verdict_schema(sorted(self._rule_ids))
+        # The system message depends on the rules only: built once per rule set.
+        self._system: tuple[tuple[dict[str, Any], ...], str, int] | None = None
+
+    def _system_message(self, rules: tuple[dict[str, Any], ...]) -> tuple[str, int]:
+        if self._system is None or self._system[0] != rules:
+            prompt = system_prompt(rules)
+            self._system = (rules, prompt, estimate_tokens(prompt))
+        return self._system[1], self._system[2]
 
     async def grade(self, request: GradeRequest) -> Verdict | Reason:
         """Judge one example. Raises only :class:`~moderation.errors.ProviderFatalError`."""
-        messages: Any = build_messages(request.rules, request.segments, request.findings)
-        tokens = sum(estimate_tokens(m["content"]) for m in messages)
-        tokens += self._spec.max_output_tokens
+        system, system_tokens = self._system_message(request.rules)
+        user = user_message(request.segments, request.findings)
+        messages: Any = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        tokens = system_tokens + estimate_tokens(user) + self._spec.max_output_tokens
 
         limit = self._spec.max_output_tokens
         by_completion = self._spec.output_limit_param == "max_completion_tokens"
