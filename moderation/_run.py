@@ -34,6 +34,7 @@ __all__ = [
     "providers_report",
     "resolve_policy",
     "total_cost",
+    "total_requests",
 ]
 
 ProgressCallback = Callable[[Tally, ReadStats], None]
@@ -217,6 +218,11 @@ def policy_info(policy: Policy) -> dict[str, str]:
         "hash": policy.hash,
         "source": policy.source,
     }
+
+
+def total_requests(providers: dict[str, dict[str, Any]]) -> int:
+    """API requests over all providers."""
+    return sum(int(p.get("requests", 0)) for p in providers.values())
 
 
 def total_cost(providers: dict[str, dict[str, Any]]) -> float | None:

@@ -34,6 +34,7 @@ from moderation._run import (
     providers_report,
     resolve_policy,
     total_cost,
+    total_requests,
 )
 from moderation._version import __version__
 from moderation.audit import AuditLog
@@ -218,7 +219,7 @@ def _summary(
         policy=policy_info(run.choice.policy),
         fallback=run.choice.fallback,
         providers=providers,
-        requests=sum(int(p.get("requests", 0)) for p in providers.values()),
+        requests=total_requests(providers),
         cost_usd=total_cost(providers),
         inputs=input_hashes,
         cache=cache_report(run.cache, run.cache_problem),

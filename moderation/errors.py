@@ -14,6 +14,8 @@ reason. Exceptions are for what stops a run as a whole::
 
 from __future__ import annotations
 
+import asyncio
+
 __all__ = [
     "ConfigError",
     "InputError",
@@ -21,6 +23,7 @@ __all__ = [
     "ModerationError",
     "PolicyError",
     "ProviderFatalError",
+    "first_cause",
 ]
 
 
@@ -46,3 +49,14 @@ class ProviderFatalError(ModerationError):
 
 class InvariantError(ModerationError):
     """An internal check failed (e.g. conservation of counts). Always a bug."""
+
+
+def first_cause(grouped: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception that stopped a task group: the first that is not a cancellation
+    (``TaskGroup`` wraps it in a group, with the cancellations it caused)."""
+    for exc in grouped.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return first_cause(exc)
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return grouped.exceptions[0]

@@ -33,6 +33,7 @@ from moderation._run import (
     policy_info,
     prepare,
     providers_report,
+    total_requests,
 )
 from moderation.cache import CacheArg, cache_report
 from moderation.errors import ConfigError
@@ -232,7 +233,7 @@ async def gate(
         reasons=breakdown["reasons"],
         categories=breakdown["categories"],
         policy=policy_info(run.choice.policy),
-        requests=sum(int(p.get("requests", 0)) for p in providers.values()),
+        requests=total_requests(providers),
         cache=cache_info,
         blank_lines=run.stats.blank_lines,
         duration_s=round(time.monotonic() - started, 3),

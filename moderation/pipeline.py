@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from moderation.cache import ResultCache
+from moderation.errors import first_cause
 from moderation.grade import grade_batch
 from moderation.models import Example
 from moderation.moderate import moderate_batch
@@ -81,7 +82,7 @@ class Pipeline:
                 group.create_task(self._read(examples, window, ordered, group))
                 group.create_task(self._write(window, ordered, sink))
         except BaseExceptionGroup as grouped:
-            raise _first_cause(grouped) from None
+            raise first_cause(grouped) from None
         return self.tally
 
     async def _read(
@@ -136,13 +137,3 @@ def batches(examples: Iterable[Example], size: int, max_bytes: int) -> Iterable[
             used = 0
     if batch:
         yield batch
-
-
-def _first_cause(grouped: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The exception that stopped the run (TaskGroup wraps it, and cancellations)."""
-    for exc in grouped.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            return _first_cause(exc)
-        if not isinstance(exc, asyncio.CancelledError):
-            return exc
-    return grouped.exceptions[0]

@@ -29,7 +29,6 @@ from openai.types.shared_params import ResponseFormatJSONSchema
 from moderation.models import Reason, Segment
 
 __all__ = [
-    "PROMPT_VERSION",
     "build_messages",
     "data_block",
     "new_nonce",
@@ -38,9 +37,6 @@ __all__ = [
     "user_message",
     "verdict_schema",
 ]
-
-PROMPT_VERSION = "grader-prompt-1"
-"""Changes whenever the wording below changes (a cache key may include it)."""
 
 _OPEN = "<<<EXAMPLE {nonce}>>>"
 _CLOSE = "<<<END EXAMPLE {nonce}>>>"

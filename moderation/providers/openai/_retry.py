@@ -35,7 +35,7 @@ from moderation.errors import ProviderFatalError
 from moderation.providers import ProviderStats
 from moderation.providers.openai._ratelimit import RateLimiter, Sleep, parse_retry_after
 
-__all__ = ["Failure", "MalformedResponse", "RetryLoop", "RetryPolicy"]
+__all__ = ["Failure", "MalformedResponse", "RawResponse", "RetryLoop", "RetryPolicy"]
 
 
 class HasHeaders(Protocol):
@@ -43,6 +43,13 @@ class HasHeaders(Protocol):
 
     @property
     def headers(self) -> Mapping[str, str]: ...
+
+
+class RawResponse(HasHeaders, Protocol):
+    """What the providers read of a raw SDK response: headers for the limiter, the body."""
+
+    @property
+    def content(self) -> bytes: ...
 
 
 RawT = TypeVar("RawT", bound=HasHeaders)

@@ -28,8 +28,7 @@ table (:mod:`._prices`).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from openai import omit
 from pydantic import BaseModel, ValidationError
@@ -38,15 +37,15 @@ from moderation.models import Reason, Verdict
 from moderation.policy import GraderSpec
 from moderation.providers import GradeRequest
 from moderation.providers.openai._base import OpenAIProvider
+from moderation.providers.openai._client import DEFAULT_TIMEOUT
 from moderation.providers.openai._prices import price_for
 from moderation.providers.openai._prompt import system_prompt, user_message, verdict_schema
-from moderation.providers.openai._retry import Failure, MalformedResponse
+from moderation.providers.openai._retry import Failure, MalformedResponse, RawResponse
 from moderation.providers.openai.moderator import estimate_tokens
 
 __all__ = ["DEFAULT_GRADER_MODEL", "OpenAIGrader", "read_answer"]
 
 DEFAULT_GRADER_MODEL = "gpt-4o-mini"
-DEFAULT_TIMEOUT = 60.0
 
 
 class _Message(BaseModel):
@@ -71,14 +70,6 @@ class _Completion(BaseModel):
     choices: list[_Choice]
     usage: _Usage | None = None
     model: str | None = None
-
-
-class _RawResponse(Protocol):
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-
-    @property
-    def content(self) -> bytes: ...
 
 
 def _grade_reason(code: str, why: str, **detail: Any) -> Reason:
@@ -156,7 +147,7 @@ class OpenAIGrader(OpenAIProvider[GraderSpec]):
         limit = self._spec.max_output_tokens
         by_completion = self._spec.output_limit_param == "max_completion_tokens"
 
-        async def send() -> _RawResponse:
+        async def send() -> RawResponse:
             return await self._client.chat.completions.with_raw_response.create(
                 model=self._model,
                 messages=messages,
@@ -180,7 +171,7 @@ class OpenAIGrader(OpenAIProvider[GraderSpec]):
             )
         return outcome
 
-    def _parse(self, raw: _RawResponse) -> Verdict | Reason:
+    def _parse(self, raw: RawResponse) -> Verdict | Reason:
         try:
             completion = _Completion.model_validate_json(raw.content)
         except ValidationError:

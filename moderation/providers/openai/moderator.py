@@ -16,15 +16,15 @@ import collections
 import dataclasses
 import json
 import math
-from collections.abc import Mapping, Sequence
-from typing import Protocol
+from collections.abc import Sequence
 
 from openai.types import ModerationImageURLInputParam
 
+from moderation.errors import first_cause
 from moderation.models import Segment, SegmentError, SegmentModeration
 from moderation.policy import ModerationSpec
 from moderation.providers.openai._base import OpenAIProvider
-from moderation.providers.openai._retry import Failure, MalformedResponse
+from moderation.providers.openai._retry import Failure, MalformedResponse, RawResponse
 from moderation.tokens import estimate_text
 
 __all__ = [
@@ -70,16 +70,6 @@ def chunk_text(text: str, size: int, overlap: int) -> list[str]:
         if end >= len(text):
             return chunks
         start = max(end - overlap, start + 1)
-
-
-class _RawResponse(Protocol):
-    """What we read of the SDK's raw response: headers for the limiter, the body."""
-
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-
-    @property
-    def content(self) -> bytes: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -186,11 +176,8 @@ class OpenAIModerator(OpenAIProvider[ModerationSpec]):
                 for _ in range(workers):
                     group.create_task(worker())
         except BaseExceptionGroup as group_error:
-            # Surface the first real error (ProviderFatalError) rather than the group.
-            first = group_error.exceptions[0]
-            while isinstance(first, BaseExceptionGroup):
-                first = first.exceptions[0]
-            raise first from None
+            # Surface the real error (ProviderFatalError) rather than the group.
+            raise first_cause(group_error) from None
 
     async def _send(
         self,
@@ -210,12 +197,12 @@ class OpenAIModerator(OpenAIProvider[ModerationSpec]):
         else:
             payload = [unit.text or "" for unit in batch]
 
-        async def send() -> _RawResponse:
+        async def send() -> RawResponse:
             return await self._client.moderations.with_raw_response.create(
                 input=payload, model=self._model
             )
 
-        def parse(raw: _RawResponse) -> list[_Scored]:
+        def parse(raw: RawResponse) -> list[_Scored]:
             return _parse_results(raw.content, len(batch), self._model)
 
         outcome = await self._retry.call(send, parse, tokens=tokens)
