@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, f
 
 from moderation.errors import ConfigError, InputError
 from moderation.gating import Limit
+from moderation.policy import names_a_file
 from moderation.reader import DEFAULT_MAX_LINE_BYTES
 
 __all__ = [
@@ -114,8 +115,7 @@ class ProjectConfig(BaseModel):
         """The policy: a built-in name as is, a path made relative to the project."""
         if self.policy is None:
             return None
-        looks_like_path = Path(self.policy).suffix in {".yaml", ".yml"} or "/" in self.policy
-        return str(self.path(self.policy)) if looks_like_path else self.policy
+        return str(self.path(self.policy)) if names_a_file(self.policy) else self.policy
 
 
 def find_project_config(start: Path | None = None) -> ProjectConfig:

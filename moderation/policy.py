@@ -26,6 +26,7 @@ __all__ = [
     "RuleSpec",
     "builtin_policies",
     "load_policy",
+    "names_a_file",
 ]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -188,11 +189,17 @@ def load_policy(name_or_path: str | Path) -> Policy:
     return policy
 
 
+def names_a_file(name_or_path: str | Path) -> bool:
+    """True when ``name_or_path`` is a policy file's path, not a built-in pack's name:
+    it ends in ``.yaml``/``.yml`` or has a directory separator."""
+    as_text = str(name_or_path)
+    return Path(as_text).suffix in {".yaml", ".yml"} or "/" in as_text or "\\" in as_text
+
+
 def _read_policy_text(name_or_path: str | Path) -> tuple[str, str]:
     candidate = Path(name_or_path)
     as_text = str(name_or_path)
-    looks_like_path = candidate.suffix in {".yaml", ".yml"} or "/" in as_text or "\\" in as_text
-    if not looks_like_path:
+    if not names_a_file(name_or_path):
         resource = resources.files("moderation") / "policies" / f"{as_text}.yaml"
         if resource.is_file():
             return resource.read_text(encoding="utf-8"), f"builtin:{as_text}"
