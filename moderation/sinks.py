@@ -168,7 +168,11 @@ class OutputDir:
             handle.write(
                 orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
             )
+            # summary.json says "finished": after a crash it must not be there empty.
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(partial, self.out / "summary.json")
+        _sync_directory(self.out)
 
     def abort(self) -> None:
         """Close and remove the temporary files: leave nothing that looks finished."""
@@ -176,3 +180,17 @@ class OutputDir:
             if not handle.closed:
                 handle.close()
             self._partial(name).unlink(missing_ok=True)
+
+
+def _sync_directory(path: Path) -> None:
+    """Make the renames into ``path`` durable (where the platform can)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot sync a directory; the files themselves are synced
+    finally:
+        os.close(fd)

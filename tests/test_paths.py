@@ -195,3 +195,25 @@ def test_the_cache_is_never_written_over_an_input_nor_left_by_a_refused_run(
     run = ["run", str(out / "clean.jsonl"), "--out", str(out), "--policy", "offline"]
     assert main(run) == 2
     assert sorted(p.name for p in out.iterdir()) == ["clean.jsonl"]
+
+
+def test_commit_syncs_the_summary_and_the_directory(
+    tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """summary.json marks a finished run: it and the renames are made durable, so a
+    crash cannot leave an empty summary.json that looks finished."""
+    import stat as stat_module
+
+    synced: list[os.stat_result] = []
+    real = os.fsync
+
+    def recording(fd: int) -> None:
+        synced.append(os.fstat(fd))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    out = tmp_path / "out"
+    _screen(data, out)
+    summary = (out / "summary.json").stat()
+    assert any(s.st_ino == summary.st_ino for s in synced)
+    assert any(stat_module.S_ISDIR(s.st_mode) and s.st_ino == out.stat().st_ino for s in synced)
