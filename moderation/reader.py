@@ -31,6 +31,7 @@ __all__ = [
     "MAX_DEPTH",
     "ReadStats",
     "check_inputs",
+    "example_hash",
     "examples_from_records",
     "hash_file",
     "input_links",
@@ -83,6 +84,12 @@ def _not_regular(path: Path, mode: int) -> InputError:
     # An input is read twice (hashed for the audit log, then screened), which a pipe or
     # a device cannot be.
     return InputError(f"{path}: is {kind}, not a regular file; give a .jsonl or .jsonl.gz file")
+
+
+def example_hash(raw: bytes) -> str:
+    """An example's content hash: sha256 of its line's bytes (without the newline), hex.
+    The key of the cache and of every decision in the audit log."""
+    return hashlib.sha256(raw).hexdigest()
 
 
 def check_inputs(paths: Iterable[str | Path]) -> list[Path]:
@@ -222,7 +229,7 @@ def _read_lines(
             source=source,
             line=line_no,
             raw=raw,
-            hash=hashlib.sha256(raw).hexdigest(),
+            hash=example_hash(raw),
             record=record,
             size=len(raw),
         )
@@ -354,7 +361,7 @@ def examples_from_records(
             source=source,
             line=line_no,
             raw=raw,
-            hash=hashlib.sha256(raw).hexdigest(),
+            hash=example_hash(raw),
             record=parsed,
             size=len(raw),
         )

@@ -24,7 +24,6 @@ elsewhere, e.g. the CI log of the run.
 
 from __future__ import annotations
 
-import hashlib
 import stat
 from collections import Counter
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ import orjson
 
 from moderation.audit import GENESIS, line_hash
 from moderation.errors import InputError
-from moderation.reader import MAX_DEPTH, hash_file, parse_line, path_text
+from moderation.reader import MAX_DEPTH, example_hash, hash_file, parse_line, path_text
 from moderation.sinks import DATA_FILES, OUTPUT_FILES
 from moderation.summary import summary_digest
 
@@ -333,7 +332,7 @@ class _DataFiles:
 def _matches(name: str, raw: bytes, event: dict[str, Any]) -> bool:
     line = raw[:-1] if raw.endswith(b"\n") else raw
     if name == "clean.jsonl":
-        return hashlib.sha256(line).hexdigest() == event.get("hash")
+        return example_hash(line) == event.get("hash")
     # Not orjson alone: a record may carry an example orjson cannot read (an integer
     # past 64 bits, a lone surrogate).
     record, _ = parse_line(line, max_depth=MAX_DEPTH + 1)
