@@ -25,8 +25,8 @@ _ROLE_KEYS: Final[dict[str, frozenset[str]]] = {
 }
 _ALL_KEYS: Final = frozenset().union(*_ROLE_KEYS.values())
 _SYSTEM_ROLES: Final = frozenset({"system", "developer"})
-_CHAT_TOP_KEYS: Final = frozenset({"messages", "tools", "parallel_tool_calls", "functions"})
-_INPUT_KEYS: Final = frozenset({"messages", "tools", "parallel_tool_calls", "functions"})
+# A conversation's keys: a chat record's, and a preference pair's `input`.
+_CONVERSATION_KEYS: Final = frozenset({"messages", "tools", "parallel_tool_calls", "functions"})
 _PREFERENCE_TOP_KEYS: Final = frozenset({"input", "preferred_output", "non_preferred_output"})
 _TEXT_PART_KEYS: Final = frozenset({"type", "text"})
 _IMAGE_PART_KEYS: Final = frozenset({"type", "image_url"})
@@ -43,7 +43,7 @@ def check_chat(record: dict[str, Any], found: Findings) -> None:
     conversation = Conversation()
     check_definitions(record, "", conversation, found)
     for key in record:
-        if key not in _CHAT_TOP_KEYS:
+        if key not in _CONVERSATION_KEYS:
             found.warn("unrecognized_key", {"path": safe_token(key)})
     roles = _messages(record["messages"], "messages", conversation, found, None)
     if roles is None:
@@ -282,7 +282,7 @@ def check_preference(record: dict[str, Any], found: Findings) -> None:
     else:
         check_definitions(source, "input.", conversation, found)
         for key in source:
-            if key not in _INPUT_KEYS:
+            if key not in _CONVERSATION_KEYS:
                 found.warn("unrecognized_key", {"path": f"input.{safe_token(key)}"})
         roles = _messages(source.get("messages"), "input.messages", conversation, found, None)
         if roles is not None and "user" not in roles:

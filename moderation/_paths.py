@@ -33,7 +33,6 @@ __all__ = ["check_not_an_input", "create_new", "partial_name", "prepare_output_d
 # POSIX flags; where a platform lacks one, it is left out (O_EXCL alone already refuses
 # to open an existing name, links included).
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 def partial_name(name: str) -> str:
@@ -111,7 +110,7 @@ def create_new(path: Path) -> IO[bytes]:
     stale temporary, a link) is removed first, never written through."""
     try:
         path.unlink(missing_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, 0o666)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o666)
     except IsADirectoryError:
         raise ConfigError(f"{path}: exists and is a directory") from None
     except FileExistsError:

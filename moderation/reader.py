@@ -58,7 +58,6 @@ _TOO_DEEP = Reason(stage="validate", code="invalid_json", detail={"error": "nest
 _WHITESPACE = b" \t\r\n\x0b\x0c"
 # POSIX flags; where a platform lacks one, it is left out.
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(slots=True)
@@ -155,7 +154,7 @@ def open_input(path: Path) -> IO[bytes]:
     became a FIFO after :func:`check_inputs` fails at once instead of hanging.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | _O_NONBLOCK | _O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | _O_NONBLOCK)
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
     try:

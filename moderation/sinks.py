@@ -25,6 +25,8 @@ __all__ = ["DATA_FILES", "OUTPUT_FILES", "OutputDir", "example_result"]
 
 OUTPUT_FILES = ("clean.jsonl", "flagged.jsonl", "quarantine.jsonl", "audit.jsonl", "summary.json")
 DATA_FILES = OUTPUT_FILES[:3]
+_STREAMED = (*DATA_FILES, "audit.jsonl")
+"""Written as the run goes; summary.json is written at the end."""
 """The files that hold examples (their hashes are recorded in run_end and the summary)."""
 
 _JSON_OPTIONS = orjson.OPT_APPEND_NEWLINE
@@ -122,7 +124,7 @@ class OutputDir:
         for name in reversed(OUTPUT_FILES):
             (out / name).unlink(missing_ok=True)
         self._handles: dict[str, IO[bytes]] = {}
-        for name in OUTPUT_FILES[:4]:
+        for name in _STREAMED:
             self._handles[name] = create_new(self._partial(name))
         self._clean = self._handles["clean.jsonl"]
         self._flagged = self._handles["flagged.jsonl"]
@@ -161,7 +163,7 @@ class OutputDir:
             handle.flush()
             os.fsync(handle.fileno())
             handle.close()
-        for name in OUTPUT_FILES[:4]:
+        for name in _STREAMED:
             os.replace(self._partial(name), self.out / name)
         partial = self._partial("summary.json")
         with create_new(partial) as handle:
