@@ -103,12 +103,19 @@ class Run:
     cache_problem: str | None = None
 
     def examples(
-        self, paths: Sequence[Path] | None, records: Iterable[Any] | None
+        self,
+        paths: Sequence[Path] | None,
+        records: Iterable[Any] | None,
+        expected: dict[str, str] | None = None,
     ) -> Iterator[Example]:
+        """The examples of the files (checked against the ``expected`` hashes recorded
+        before reading, see :func:`~moderation.reader.read_examples`) or records."""
         if records is not None:
             return examples_from_records(records, stats=self.stats)
         assert paths is not None
-        return read_examples(paths, stats=self.stats, max_line_bytes=self.max_line_bytes)
+        return read_examples(
+            paths, stats=self.stats, max_line_bytes=self.max_line_bytes, expected=expected
+        )
 
     def open_cache(self, inputs: Sequence[Path] = ()) -> None:
         """Open the cache asked for (after every check that could refuse the run, so a

@@ -102,7 +102,8 @@ async def screen(
                 if progress is not None:
                     progress(pipeline.tally, run.stats)
 
-            tally = await pipeline.run(run.examples(paths, records), sink)
+            # The files must still be what run_start recorded when the run has read them.
+            tally = await pipeline.run(run.examples(paths, records, input_hashes), sink)
             tally.check(run.stats.examples)
             summary = _summary(run, tally, input_hashes, started_at, time.monotonic() - started)
             summary.outputs = outputs.digests()

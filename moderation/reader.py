@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import os
 import stat
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import orjson
 
@@ -178,23 +179,66 @@ def hash_file(path: Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+class _Lines(Protocol):
+    """What the line reader needs of a file: ``readline``."""
+
+    def readline(self, size: int = -1, /) -> bytes: ...
+
+
+class _Hashing:
+    """A binary reader that hashes every byte read through it."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self._handle = handle
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size)
+        self.digest.update(data)
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        data = self._handle.readline(size)
+        self.digest.update(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        # Read once, front to back: a seek would break the hash (gzip never needs one).
+        raise io.UnsupportedOperation("an input is read once, front to back")
+
+
 def read_examples(
     paths: Iterable[Path],
     *,
     stats: ReadStats,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    expected: Mapping[str, str] | None = None,
 ) -> Iterator[Example]:
-    """Yield one :class:`Example` per non-blank line of each file, in order."""
+    """Yield one :class:`Example` per non-blank line of each file, in order.
+
+    ``expected`` maps a file (as :func:`path_text` names it) to the :func:`hash_file`
+    taken before the run; a file whose bytes turn out to differ (it changed meanwhile)
+    raises :class:`InputError` once read, so a run never records a hash of bytes it
+    did not screen.
+    """
     for path in paths:
         source = path_text(path)
-        with open_input(path) as raw_handle:
-            handle: IO[bytes] = (
-                gzip.GzipFile(fileobj=raw_handle, mode="rb")  # type: ignore[assignment]
-                if path.suffix == ".gz"
-                else raw_handle
+        with open_input(path) as opened:
+            hashing = _Hashing(opened)
+            handle: _Lines = (
+                gzip.GzipFile(fileobj=hashing, mode="rb") if path.suffix == ".gz" else hashing
             )
             try:
                 yield from _read_lines(handle, source, max_line_bytes, stats)
+                if expected is not None and source in expected:
+                    # What gzip left unread (padding after the stream) counts too.
+                    while hashing.read(1 << 20):
+                        pass
+                    if "sha256:" + hashing.digest.hexdigest() != expected[source]:
+                        raise InputError(
+                            f"{source}: changed while it was being read; run again on a"
+                            " file that stays put"
+                        )
             except gzip.BadGzipFile:
                 # Its message quotes the file's first bytes.
                 raise InputError(
@@ -205,7 +249,7 @@ def read_examples(
 
 
 def _read_lines(
-    handle: IO[bytes], source: str, max_line_bytes: int, stats: ReadStats
+    handle: _Lines, source: str, max_line_bytes: int, stats: ReadStats
 ) -> Iterator[Example]:
     line_no = 0
     while True:
@@ -238,7 +282,7 @@ def _read_lines(
 
 
 def _oversized(
-    handle: IO[bytes],
+    handle: _Lines,
     first: bytes,
     source: str,
     line_no: int,

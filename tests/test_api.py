@@ -137,3 +137,17 @@ def test_an_offline_run_makes_no_api_requests(tmp_path: Path) -> None:
     local = summary.providers["moderation"]
     assert (summary.requests, local["requests"], local["calls"]) == (0, 0, 3)  # 3 batches of 64
     assert summary.cost_usd == 0
+
+
+def test_a_run_whose_input_changed_under_it_leaves_nothing_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hash in run_start must describe the bytes screened: when the file read is
+    not the file hashed, the run stops with an input error and writes nothing final."""
+    from moderation.errors import InputError
+
+    monkeypatch.setattr("moderation.api.hash_file", lambda path: "sha256:" + "0" * 64)
+    out = tmp_path / "o"
+    with pytest.raises(InputError, match="changed while it was being read"):
+        moderation.screen_sync(_file(tmp_path), out=out, **_providers())
+    assert not [p.name for p in out.iterdir() if not p.name.startswith(".")]

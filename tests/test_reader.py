@@ -146,3 +146,24 @@ def test_arbitrary_bytes_never_crash_and_nothing_is_lost(tmp_path_factory, lines
     assert [e.raw for e in examples] == [r for i, r in enumerate(physical) if i not in blank]
     for example in examples:
         assert (example.record is None) == bool(example.problems)
+
+
+def test_a_file_that_changes_while_read_is_an_input_error(tmp_path: Path) -> None:
+    """The run records each input's hash before reading it; bytes that differ when it
+    is read (a file still being written) must not pass as the recorded ones."""
+    import gzip as gzip_module
+
+    from moderation.errors import InputError
+    from moderation.reader import hash_file, path_text
+
+    plain = tmp_path / "d.jsonl"
+    plain.write_bytes(b'{"text": "a"}\n{"text": "b"}\n')
+    packed = tmp_path / "d.jsonl.gz"
+    packed.write_bytes(gzip_module.compress(plain.read_bytes()))
+    for path in (plain, packed):
+        expected = {path_text(path): hash_file(path)}
+        read = list(read_examples([path], stats=ReadStats(), expected=expected))
+        assert [e.line for e in read] == [1, 2]
+        stale = {path_text(path): "sha256:" + "0" * 64}
+        with pytest.raises(InputError, match="changed while it was being read"):
+            list(read_examples([path], stats=ReadStats(), expected=stale))
